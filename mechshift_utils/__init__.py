@@ -1,0 +1,1 @@
+"""mechshift_utils: shared code of the mechshift notebooks."""

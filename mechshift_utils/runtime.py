@@ -1,0 +1,65 @@
+"""Device choice, seeding and the common notebook parameters."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .validation import ParameterError, check_bool, check_non_negative_int
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks the GPU when one is present, else the CPU."""
+    if not isinstance(device, str):
+        raise ParameterError(f"device: expected one of {list(DEVICES)} or 'cuda:N', got {device!r}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    base = device.split(":")[0]
+    if base not in DEVICES[1:]:
+        raise ParameterError(f"device: expected one of {list(DEVICES)} or 'cuda:N', got {device!r}")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device: {device!r} was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def set_seed(seed: int) -> None:
+    check_non_negative_int("seed", seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class NotebookParams:
+    """The parameters every notebook accepts (its papermill `parameters` cell)."""
+
+    model_pair: str = "embedded"
+    seed: int = 0
+    device: str = "auto"
+    smoke: bool = False
+
+    def validated(self) -> "NotebookParams":
+        from .models import known_pairs  # late import: models imports runtime
+
+        if self.model_pair not in known_pairs():
+            raise ParameterError(f"model_pair: expected one of {known_pairs()}, got {self.model_pair!r}")
+        check_non_negative_int("seed", self.seed)
+        resolve_device(self.device)
+        check_bool("smoke", self.smoke)
+        return self
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from parts (e.g. base seed, stream name, step), the same on every run and platform."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63

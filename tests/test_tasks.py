@@ -1,0 +1,109 @@
+import pytest
+
+from mechshift_utils import tasks
+from mechshift_utils.tasks import MASK, countdown
+from mechshift_utils.validation import ParameterError
+from mechshift_utils.vocab import encode_examples
+
+
+@pytest.fixture(scope="module", params=tasks.TASK_NAMES)
+def examples(request):
+    return tasks.generate(request.param, 200, seed=3)
+
+
+def test_structure_equal_lengths_and_valid_slots(examples):
+    lengths = {len(e.full) for e in examples}
+    assert len(lengths) == 1, "one task, one sequence length"
+    for e in examples:
+        e.check()
+        assert len(e.clean) == len(e.corrupted) == len(e.full)
+        assert all(1 <= p < len(e.full) for p in e.answer_positions)
+        # outside the masked positions, the scored clean sequence is the full one
+        assert all(c == f for c, f in zip(e.clean, e.full) if c != MASK)
+
+
+def test_corruption_changes_the_right_answer(examples):
+    for e in examples:
+        assert tuple(e.correct) in e.valid
+        assert set(e.valid) != set(e.corrupted_valid)
+        assert tuple(e.counterfactual) in e.corrupted_valid
+        assert tuple(e.counterfactual) not in e.valid
+        assert e.correct[0] != e.counterfactual[0], "the metric slot must tell the answers apart"
+        assert e.clean != e.corrupted
+
+
+def test_same_seed_same_examples_other_seed_other_examples(examples):
+    name = examples[0].task
+    assert [e.to_dict() for e in tasks.generate(name, 200, seed=3)] == [e.to_dict() for e in examples]
+    assert [e.to_dict() for e in tasks.generate(name, 200, seed=4)] != [e.to_dict() for e in examples]
+
+
+def test_encoding_keeps_one_token_per_word(examples, tokenizer):
+    data = encode_examples(examples, tokenizer)
+    assert data.clean_ids.shape == data.corrupted_ids.shape == data.full_ids.shape
+    assert (data.clean_ids[0] == tokenizer.mask_token_id).sum() >= len(examples[0].answer_positions)
+    row = data.clean_ids[0].tolist()
+    assert tokenizer.convert_ids_to_tokens(row) == examples[0].clean
+    assert tokenizer.unk_token_id not in data.full_ids
+
+
+def test_regimes():
+    assert {t.regime for t in tasks.TASKS.values()} == {tasks.PREFIX_DOMINANT, tasks.GLOBALLY_CONSTRAINED}
+    assert tasks.get_task("ioi").regime == tasks.get_task("greater_than").regime == tasks.PREFIX_DOMINANT
+
+
+def test_ioi_abc_corruption_replaces_only_the_repeated_subject():
+    for e in tasks.generate("ioi", 50, seed=0):
+        diff = [i for i, (a, b) in enumerate(zip(e.clean, e.corrupted)) if a != b]
+        assert len(diff) == 1 and e.clean[diff[0]] == e.counterfactual[0]
+        assert e.clean[1:e.answer_positions[0]].count(e.correct[0]) == 1
+
+
+def test_greater_than_corrupted_start_year_is_01():
+    for e in tasks.generate("greater_than", 50, seed=0):
+        assert e.corrupted[8] == "01"
+        assert all(int(v[0]) > e.meta["start_year"] for v in e.valid)
+
+
+def test_countdown_answers_are_checked_by_arithmetic():
+    for e in tasks.generate("countdown", 100, seed=0):
+        numbers, target = tuple(e.meta["numbers"]), e.meta["target"]
+        x, op, y = e.full[6:9]
+        z = int(e.full[10])
+        assert z == {"+": int(x) + int(y), "-": int(x) - int(y), "*": int(x) * int(y)}[op]
+        p, op2, q = e.full[12:15]
+        assert int(e.full[16]) == target == {"+": int(p) + int(q), "-": int(p) - int(q),
+                                              "*": int(p) * int(q)}[op2]
+        rest = list(numbers)
+        rest.remove(int(x))
+        rest.remove(int(y))
+        assert sorted([int(p), int(q)]) == sorted([z, rest[0]]), "second step uses z and the unused number"
+        assert len(e.valid) == 1  # drawn with exactly one right first step
+        assert countdown.solve(numbers, target) == {(int(x), op, int(y))}
+        assert e.corrupted[16] == str(e.meta["corrupted_target"]) != e.clean[16]
+
+
+def test_countdown_format_matches_reference(tmp_path):
+    """Our problems read like Dream's cd3 set: 3 numbers then the target, 'a op b=c' steps."""
+    import json
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference" / "countdown_cd3_test.jsonl"
+    if not ref.is_file():
+        pytest.skip("reference data not present")
+    rec = json.loads(ref.read_text().splitlines()[0])
+    assert len(rec["input"].split(",")) == 4 and rec["output"].count("=") == 2
+    e = tasks.generate("countdown", 1, seed=0)[0]
+    ours_input = ",".join(e.full[1:5])
+    ours_output = "".join(e.full[6:])
+    assert len(ours_input.split(",")) == 4 and ours_output.count("=") == 2
+    assert ours_output.endswith("=" + e.full[4])
+
+
+def test_unknown_task_and_bad_sizes_stop_with_the_parameter_name():
+    with pytest.raises(ParameterError, match="task: expected one of"):
+        tasks.generate("sudoku", 3, 0)
+    with pytest.raises(ParameterError, match="n: expected a positive integer"):
+        tasks.generate("ioi", 0, 0)
+    with pytest.raises(ParameterError, match="seed: expected a non-negative integer"):
+        tasks.generate("ioi", 3, -1)
