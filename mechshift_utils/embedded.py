@@ -175,11 +175,17 @@ class EmbeddedRun:
 
 
 def prepare_embedded_pair(artifacts_dir="artifacts", seed: int = 0, arm: ArmConfig = DEFAULT_ARM,
-                          post: PostTrainConfig = DEFAULT_POST, device: str = "cpu") -> EmbeddedRun:
-    """Train the ARM and post-train it into the MDM, or reuse finished runs with the same configuration."""
+                          post: PostTrainConfig = DEFAULT_POST, device: str = "cpu",
+                          resume_every: int = 100) -> EmbeddedRun:
+    """Train the ARM and post-train it into the MDM, or reuse finished runs with the same configuration.
+
+    A resume state is written every ``resume_every`` steps; an interrupted call,
+    called again, continues from it (with the same numbers as an uninterrupted run).
+    """
     import time
 
     check_non_negative_int("seed", seed)
+    check_positive_int("resume_every", resume_every)
     arm, post = arm.validate(), post.validate()
     dev = resolve_device(device)
     arm_root = arm_run_dir(artifacts_dir, arm, seed)
@@ -194,7 +200,7 @@ def prepare_embedded_pair(artifacts_dir="artifacts", seed: int = 0, arm: ArmConf
         model = new_arm(tokenizer, arm, seed)
         t0 = time.perf_counter()
         log = train_arm(model, tokenizer, LoopSettings(arm.steps, arm.batch_size, arm.lr, arm.warmup,
-                                                       description="ARM training"),
+                                                       description="ARM training", resume_every=resume_every),
                         arm_root, seed, device=dev)
         arm_seconds = time.perf_counter() - t0
         _save(model.cpu(), tokenizer, arm_dir)
@@ -219,7 +225,8 @@ def prepare_embedded_pair(artifacts_dir="artifacts", seed: int = 0, arm: ArmConf
 
         t0 = time.perf_counter()
         log = post_train(model, tokenizer, LoopSettings(post.steps, post.batch_size, post.lr, post.warmup,
-                                                        description="post-training ARM -> MDM"),
+                                                        description="post-training ARM -> MDM",
+                                                        resume_every=resume_every),
                          post.anneal_steps, run_dir, seed, on_step_start=save_checkpoint, device=dev)
         post_seconds = time.perf_counter() - t0
         (run_dir / "config.json").write_text(json.dumps(

@@ -21,8 +21,10 @@ def micro_arm(tokenizer):
     return new_arm(tokenizer, MICRO_ARM, seed=0).eval()
 
 
-def tiny_llama_and_qwen(vocab_size: int = 64):
+@pytest.fixture()
+def tiny_llama_and_qwen():
     """Tiny random Llama and Qwen2 causal LMs (grouped-query attention, 2 layers)."""
+    vocab_size = 64
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)

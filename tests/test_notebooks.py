@@ -1,0 +1,59 @@
+"""Every notebook runs end to end under papermill with smoke=True (tiny sizes)."""
+from pathlib import Path
+
+import pytest
+
+from mechshift_utils.notebooks import NotebookFailed, discover, main, run_all, to_ipynb
+
+EXPECTED_FIGURES = {
+    "01_post_training": ["01_arm_training_curve", "01_post_training_loss", "01_accuracy_arm_vs_mdm",
+                         "01_accuracy_along_post_training", "01_common_correct_pool"],
+}
+
+
+def test_every_notebook_is_known_here():
+    assert [p.stem for p in discover()] == sorted(EXPECTED_FIGURES)
+
+
+def test_notebooks_have_a_parameters_cell(tmp_path):
+    import nbformat
+
+    for source in discover():
+        nb = nbformat.read(to_ipynb(source, tmp_path / f"{source.stem}.ipynb"), as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, source.name
+        for name in ("model_pair", "seed", "device", "smoke"):
+            assert f"{name} =" in tagged[0].source, f"{source.name} lacks parameter {name}"
+
+
+@pytest.mark.slow
+def test_smoke_run_of_every_notebook(tmp_path):
+    figures = tmp_path / "figures"
+    params = {"smoke": True, "device": "cpu", "artifacts_dir": str(tmp_path / "artifacts"),
+              "figures_dir": str(figures)}
+    executed = run_all(params, output_dir=tmp_path / "executed")
+    assert [p.stem for p in executed] == sorted(EXPECTED_FIGURES)
+    for names in EXPECTED_FIGURES.values():
+        for name in names:
+            for ext in ("png", "pdf", "csv"):
+                path = figures / f"{name}.{ext}"
+                assert path.is_file() and path.stat().st_size > 0, path
+    pools = list((tmp_path / "artifacts").rglob("pools/*.jsonl"))
+    assert sorted(p.stem for p in pools) == ["countdown", "greater_than", "infilling", "ioi"]
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_is_named_with_its_cell(tmp_path, capsys):
+    book = tmp_path / "nbs"
+    book.mkdir()
+    (book / "01_breaks.py").write_text(
+        '# %% tags=["parameters"]\nx = 1\n\n# %%\ny = x + 1\n\n# %%\nraise ValueError("boom")\n')
+    (book / "02_never.py").write_text("# %%\nopen('ran', 'w')\n")
+    with pytest.raises(NotebookFailed, match=r"01_breaks\.py failed in cell \d+ .*ValueError: boom"):
+        run_all({"x": 2}, output_dir=tmp_path / "out", notebook_dir=book)
+    assert not (book / "ran").exists(), "stops at the first failure"
+
+
+def test_cli_rejects_an_unknown_notebook(tmp_path, capsys):
+    assert main(["--only", "99", "--output-dir", str(tmp_path)]) == 1
+    assert "--only: no notebook" in capsys.readouterr().err
