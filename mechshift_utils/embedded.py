@@ -44,7 +44,7 @@ class ArmConfig:
     n_head: int = 4
     n_embd: int = 128
     n_positions: int = 32
-    steps: int = 1200
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 3e-3
     warmup: int = 100
@@ -61,7 +61,7 @@ class ArmConfig:
 
 @dataclass(frozen=True)
 class PostTrainConfig:
-    steps: int = 1200
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 50

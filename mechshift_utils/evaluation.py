@@ -5,7 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: visible in run_all.sh logs and in JupyterLab alike
 
 from . import tasks as task_lib
 from .models import ModelPair, load_checkpoint

@@ -93,6 +93,9 @@ def load_pair(model_pair: str, checkpoint_dir: str | Path | None = None, device:
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> PreTrainedModel:
     """A saved model through the standard Auto class, in eval mode."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per small checkpoint drowns the notebook's own bars
     model = AutoModelForCausalLM.from_pretrained(str(path))
     return model.to(device).eval()
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: visible in run_all.sh logs and in JupyterLab alike
 
 from .runtime import stable_seed
 from .tasks import TASKS, TaskExample

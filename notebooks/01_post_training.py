@@ -165,7 +165,7 @@ chance = accuracy.drop_duplicates("task").set_index("task").loc[order, "chance"]
 ax.scatter(range(len(order)), chance, marker="_", s=900, color="k", label="chance", zorder=3)
 ax.set_xticks(range(len(order)), [f"{t}\n({tasks.get_task(t).regime})" for t in order], fontsize=8)
 ax.set(ylabel="accuracy", ylim=(0, 1.05), title=f"{pair.name}: accuracy per task (n={n_eval} each)")
-ax.legend(loc="lower left", fontsize=8)
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8, frameon=False)
 plotting.save_figure(fig, accuracy, "01_accuracy_arm_vs_mdm", figures_dir)
 plt.show()
 
