@@ -64,6 +64,7 @@ class EncodedTask:
     counterfactual_ids: torch.Tensor  # [N, S]
     valid_ids: list[set[tuple[int, ...]]]  # per example: every right answer
     examples: list[TaskExample]
+    corrupted_valid_ids: list[set[tuple[int, ...]]] | None = None  # right answers of the corrupted sequence
 
     def __len__(self) -> int:
         return self.clean_ids.shape[0]
@@ -74,7 +75,8 @@ class EncodedTask:
         return EncodedTask(self.task, self.regime, self.full_ids[index], self.clean_ids[index],
                            self.corrupted_ids[index], self.answer_positions[index], self.correct_ids[index],
                            self.counterfactual_ids[index], [self.valid_ids[i] for i in pick],
-                           [self.examples[i] for i in pick])
+                           [self.examples[i] for i in pick],
+                           None if self.corrupted_valid_ids is None else [self.corrupted_valid_ids[i] for i in pick])
 
 
 def encode_examples(examples: list[TaskExample], tokenizer) -> EncodedTask:
@@ -101,4 +103,5 @@ def encode_examples(examples: list[TaskExample], tokenizer) -> EncodedTask:
         counterfactual_ids=tensor([enc(e.counterfactual) for e in examples]),
         valid_ids=[{tuple(enc(list(v))) for v in e.valid} for e in examples],
         examples=list(examples),
+        corrupted_valid_ids=[{tuple(enc(list(v))) for v in e.corrupted_valid} for e in examples],
     )
