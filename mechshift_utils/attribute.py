@@ -104,16 +104,20 @@ class _Runner:
 
     # -- plain forward: every upstream node's output --------------------------------------------------
     @torch.no_grad()
-    def node_outputs(self, ids: torch.Tensor) -> torch.Tensor:
-        """[batch, pos, n_up, d_model]: embeddings, each head's z_h W_O[h], each MLP's output."""
+    def node_outputs(self, ids: torch.Tensor, read=None, index=None, metric: Metric | None = None):
+        """[batch, pos, n_up, d_model]: embeddings, each head's z_h W_O[h], each MLP's output;
+        with ``metric`` also the metric per example of the same run."""
         a, nn = self.arch, self.nn
-        zs, mlps = [], []  # containers made outside the trace: values created inside vanish after it
+        zs, mlps, value = [], [], [None]  # made outside the trace: values created inside vanish after it
         with nn.trace(ids.to(self.device)):
             emb = a.embed(nn).output.save()
             for layer in range(a.n_layers):
                 zs.append(a.o_proj(nn, layer).input.save())
                 mlps.append(a.mlp(nn, layer).output.save())
-        return self._stack(emb, zs, mlps)
+            if metric is not None:
+                value[0] = metric(self.read_logits(nn.output.logits, read), index).float().save()
+        acts = self._stack(emb, zs, mlps)
+        return acts if metric is None else (acts, value[0].cpu())
 
     def _stack(self, emb, zs, mlps):
         a = self.arch
@@ -259,13 +263,14 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
             total = acts if total is None else total + acts
         mean_acts = total / n
 
-    def ablated_acts(idx):
-        clean = runner.node_outputs(data.clean_ids[idx])
-        if ablation == "patching":
-            return clean, runner.node_outputs(data.corrupted_ids[idx])
-        if ablation == "zero":
-            return clean, torch.zeros_like(clean)
-        return clean, mean_acts[None].expand_as(clean)
+    def ablated_acts(idx, read):
+        """(clean activations, ablated activations, metric on clean, metric with every edge ablated)."""
+        clean, m_c = runner.node_outputs(data.clean_ids[idx], read, idx, metric)
+        if ablation == "patching":  # every edge patched is exactly the corrupted run
+            corrupt, m_a = runner.node_outputs(data.corrupted_ids[idx], read, idx, metric)
+            return clean, corrupt, m_c, m_a
+        abl = torch.zeros_like(clean) if ablation == "zero" else mean_acts[None].expand_as(clean)
+        return clean, abl, m_c, runner.patched_metric(data.clean_ids[idx], read, idx, metric, abl, g.valid)
 
     valid = g.valid.to(runner.device)
     edge_sum = torch.zeros(len(g.upstream), len(g.downstream), device=runner.device)
@@ -276,11 +281,10 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     bar = tqdm(total=len(batches) * steps, desc=f"{method} ({ablation})", disable=not progress, mininterval=2.0)
     for idx in batches:
         ids, read = data.clean_ids[idx], read_all[idx]
-        clean, abl = ablated_acts(idx)
+        clean, abl, base, all_ablated = ablated_acts(idx, read)
         none = torch.zeros_like(g.valid)
-        base = runner.patched_metric(ids, read, idx, metric, abl, none)
         m_clean.append(base)
-        m_ablated.append(runner.patched_metric(ids, read, idx, metric, abl, g.valid))
+        m_ablated.append(all_ablated)
         if method == "exact":
             scores = torch.zeros(len(idx), len(g.upstream), len(g.downstream))
             for u, v in (g.valid.nonzero().tolist() if exact_edges else []):
