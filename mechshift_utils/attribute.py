@@ -156,7 +156,12 @@ class _Runner:
                 for layer in reversed(range(a.n_layers)):
                     g_mlp[layer] = mlp_out[layer].grad.save()
                     g_qkv[layer] = [p.grad.save() for p in reversed(qkv[layer])][::-1]
-        b = ids.shape[0]
+        with torch.no_grad():  # the vjps below are function transforms: they still differentiate
+            return self._dot_gradients(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final[0])
+
+    def _dot_gradients(self, delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final):
+        a, g = self.arch, self.graph
+        b = delta.shape[0]
         out = torch.zeros(b, len(g.upstream), len(g.downstream), device=self.device)
         for layer in range(a.n_layers):
             u = g.up_until(layer)
@@ -167,7 +172,7 @@ class _Runner:
             um = u + a.n_heads
             g_res = _norm_vjp(self.mlp_norms[layer], x_mlp[layer], g_mlp[layer].float()[:, :, None])[:, :, 0]
             out[:, :um, g.mlp_dest(layer)] = torch.einsum("bpud,bpd->bu", delta[:, :, :um], g_res)
-        g_res = _norm_vjp(self.final_norm, x_final, g_final[0].float()[:, :, None])[:, :, 0]
+        g_res = _norm_vjp(self.final_norm, x_final, g_final.float()[:, :, None])[:, :, 0]
         out[:, :, -1] = torch.einsum("bpud,bpd->bu", delta, g_res)
         return out
 
@@ -218,6 +223,30 @@ class _Runner:
         return result.cpu()
 
 
+def mean_activations(runner: _Runner, data: EncodedTask, batches) -> torch.Tensor:
+    """Mean over the task data of every node's clean output, per position: [pos, n_up, d_model]."""
+    total = None
+    for idx in batches:
+        acts = runner.node_outputs(data.clean_ids[idx]).sum(0)
+        total = acts if total is None else total + acts
+    return total / len(data)
+
+
+def ablated_batch(runner: _Runner, data: EncodedTask, idx, read, ablation: str, mean_acts, metric: Metric):
+    """(clean activations, ablated activations, metric on clean, metric with every edge ablated)."""
+    clean, m_clean = runner.node_outputs(data.clean_ids[idx], read, idx, metric)
+    if ablation == "patching":  # every edge patched is exactly the corrupted run
+        corrupt, m_ablated = runner.node_outputs(data.corrupted_ids[idx], read, idx, metric)
+        return clean, corrupt, m_clean, m_ablated
+    abl = torch.zeros_like(clean) if ablation == "zero" else mean_acts[None].expand_as(clean)
+    return clean, abl, m_clean, runner.patched_metric(data.clean_ids[idx], read, idx, metric, abl,
+                                                      runner.graph.valid)
+
+
+def batch_indices(n: int, batch_size: int) -> list[torch.Tensor]:
+    return [torch.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+
+
 def _norm_vjp(norm, x, cotangents):
     """J_norm(x)^T applied to each cotangent: x [b, p, d], cotangents [b, p, n, d] -> [b, p, n, d]."""
     x = x.detach().float()
@@ -253,24 +282,9 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     metric = metric or logit_diff(data)
     n = len(data)
     read_all = data.answer_positions[:, 0] - (1 if shift else 0)
-    batches = [torch.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    batches = batch_indices(n, batch_size)
 
-    mean_acts = None
-    if ablation == "mean":
-        total = None
-        for idx in batches:
-            acts = runner.node_outputs(data.clean_ids[idx]).sum(0)
-            total = acts if total is None else total + acts
-        mean_acts = total / n
-
-    def ablated_acts(idx, read):
-        """(clean activations, ablated activations, metric on clean, metric with every edge ablated)."""
-        clean, m_c = runner.node_outputs(data.clean_ids[idx], read, idx, metric)
-        if ablation == "patching":  # every edge patched is exactly the corrupted run
-            corrupt, m_a = runner.node_outputs(data.corrupted_ids[idx], read, idx, metric)
-            return clean, corrupt, m_c, m_a
-        abl = torch.zeros_like(clean) if ablation == "zero" else mean_acts[None].expand_as(clean)
-        return clean, abl, m_c, runner.patched_metric(data.clean_ids[idx], read, idx, metric, abl, g.valid)
+    mean_acts = mean_activations(runner, data, batches) if ablation == "mean" else None
 
     valid = g.valid.to(runner.device)
     edge_sum = torch.zeros(len(g.upstream), len(g.downstream), device=runner.device)
@@ -281,7 +295,7 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     bar = tqdm(total=len(batches) * steps, desc=f"{method} ({ablation})", disable=not progress, mininterval=2.0)
     for idx in batches:
         ids, read = data.clean_ids[idx], read_all[idx]
-        clean, abl, base, all_ablated = ablated_acts(idx, read)
+        clean, abl, base, all_ablated = ablated_batch(runner, data, idx, read, ablation, mean_acts, metric)
         none = torch.zeros_like(g.valid)
         m_clean.append(base)
         m_ablated.append(all_ablated)

@@ -53,3 +53,14 @@ def get_metric(name: str, data: EncodedTask) -> Metric:
     from .validation import ParameterError
 
     raise ParameterError(f"metric: expected one of {list(METRICS)}, got {name!r}")
+
+
+def first_slot_accuracy(data: EncodedTask) -> Metric:
+    """1.0 where the argmax at the first answer slot starts a right answer, else 0.0."""
+    right = [{v[0] for v in s} for s in data.valid_ids]
+
+    def metric(logits, index):
+        top = logits.argmax(-1).tolist()
+        return torch.tensor([float(t in right[i]) for t, i in zip(top, index.tolist())], device=logits.device)
+
+    return metric

@@ -1,0 +1,68 @@
+"""Structural comparison of two circuits: overlap, component importance, depth profile."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .graph import Graph, component_of, layer_of
+
+
+def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|A ∩ B| / |A ∪ B| of two boolean edge masks (1.0 for two empty sets)."""
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def component_importance(graph: Graph, scores: torch.Tensor, circuit: torch.Tensor) -> pd.Series:
+    """s(v) = sum of |score| over the circuit edges incident to component v (in or out).
+
+    A head's q/k/v inputs count for the head; under grouped-query attention a
+    key/value head is its own component (``a{l}.kv{g}``). ``input`` and
+    ``logits`` are components too.
+    """
+    weights = (scores.abs() * circuit).double()
+    totals: dict[str, float] = {}
+    out_sum = weights.sum(1)
+    in_sum = weights.sum(0)
+    for i, name in enumerate(graph.upstream):
+        totals[name] = totals.get(name, 0.0) + float(out_sum[i])
+    for j, name in enumerate(graph.downstream):
+        comp = component_of(name)
+        totals[comp] = totals.get(comp, 0.0) + float(in_sum[j])
+    return pd.Series(totals).sort_values(ascending=False)
+
+
+def depth_profile(importance: pd.Series, n_layers: int) -> pd.Series:
+    """Share of (component) importance per layer; input and logits are left out."""
+    layers = pd.Series({name: layer_of(name) for name in importance.index})
+    inside = importance[(layers >= 0) & layers.notna()]
+    by_layer = inside.groupby(layers[inside.index].astype(int)).sum().reindex(range(n_layers), fill_value=0.0)
+    total = by_layer.sum()
+    return by_layer / total if total > 0 else by_layer
+
+
+def early_share(profile: pd.Series, n_early: int) -> float:
+    return float(profile.iloc[:n_early].sum())
+
+
+def bootstrap_early_share(graph: Graph, per_example: torch.Tensor, k: int, n_early: int, n_boot: int = 200,
+                          seed: int = 0) -> dict:
+    """Early-layer share of the top-k circuit's importance, with a 95% bootstrap interval over examples.
+
+    Each resample draws examples with replacement, averages their edge scores,
+    takes the top-k edges anew and recomputes the share.
+    """
+    rng = np.random.default_rng(seed)
+    n = per_example.shape[0]
+
+    def share(scores):
+        circuit = graph.top_edges(scores, k)
+        return early_share(depth_profile(component_importance(graph, scores, circuit), graph.arch.n_layers),
+                           n_early)
+
+    point = share(per_example.mean(0))
+    draws = [share(per_example[torch.as_tensor(rng.integers(0, n, n))].mean(0)) for _ in range(n_boot)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"early_share": point, "ci_low": float(low), "ci_high": float(high), "n_examples": n,
+            "n_boot": n_boot}

@@ -1,0 +1,78 @@
+"""Attributions of both models of a pair on the common-correct pools, cached next to the pair's run.
+
+``<run_dir>/attribution/<method>-<ablation>[-ig<steps>]/<role>/<task>/`` holds
+``nodes.csv`` (node, score), ``edges.csv`` (src, dst, score), ``examples.jsonl``
+(clean and corrupted ids, answer slots, correct and counterfactual ids: all a
+reader needs to recompute a score without this package) and ``scores.pt``
+(the tensors, per example included).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .attribute import Attribution, attribute
+from .graph import Graph
+from .arch import arch_of
+from .models import ModelPair
+from .tasks import TaskExample
+from .vocab import EncodedTask, encode_examples
+from .scoring import load_pool
+
+
+def pool_data(run_dir, task: str, tokenizer, limit: int | None = None, fallback_seed: int | None = None
+              ) -> EncodedTask:
+    """The common-correct pool of a task (written by notebook 01) as encoded task data.
+
+    ``fallback_seed`` (smoke runs only, where barely trained models may solve
+    nothing): an empty pool is replaced by ``limit`` generated examples, with a
+    printed warning, so the pipeline still runs end to end.
+    """
+    path = Path(run_dir) / "pools" / f"{task}.jsonl"
+    if not path.is_file():
+        from .validation import ParameterError
+
+        raise ParameterError(f"run_dir: no common-correct pool at {path}; run notebook 01 first")
+    records = load_pool(path)[:limit]
+    if not records and fallback_seed is not None:
+        from .evaluation import EVAL_STREAM
+        from .tasks import generate
+
+        print(f"warning: the {task} pool is empty; using {limit} generated examples instead (smoke run)")
+        return encode_examples(generate(task, limit or 8, fallback_seed + EVAL_STREAM), tokenizer)
+    if not records:
+        from .validation import ParameterError
+
+        raise ParameterError(f"run_dir: the {task} pool at {path} is empty (no example both models solve)")
+    keep = set(TaskExample.__dataclass_fields__)
+    return encode_examples([TaskExample.from_dict({k: v for k, v in r.items() if k in keep}) for r in records],
+                           tokenizer)
+
+
+def attribution_dir(run_dir, role: str, task: str, method: str, ablation: str, ig_steps: int) -> Path:
+    tag = f"{method}-{ablation}" + (f"-ig{ig_steps}" if method == "eap-ig" else "")
+    return Path(run_dir) / "attribution" / tag / role / task
+
+
+def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, method: str = "eap-ig",
+           ablation: str = "patching", ig_steps: int = 8, batch_size: int = 32) -> Attribution:
+    """Attribution of one model on one task's data: computed once, then read from the cache."""
+    folder = attribution_dir(run_dir, role, task, method, ablation, ig_steps)
+    cache = folder / "scores.pt"
+    model = pair.model(role)
+    if cache.is_file():
+        state = torch.load(cache, weights_only=False)
+        if torch.equal(state["clean_ids"], data.clean_ids):
+            graph = Graph.from_arch(arch_of(model))
+            return Attribution(graph, method, ablation, state["edge_scores"], state["node_scores"],
+                               state["metric_clean"], state["metric_ablated"], state["per_example"],
+                               state["ig_steps"])
+    result = attribute(model, data, method=method, ablation=ablation, ig_steps=ig_steps, batch_size=batch_size,
+                       shift=pair.shift, per_example=True)
+    result.save(folder, data)
+    torch.save({"clean_ids": data.clean_ids, "edge_scores": result.edge_scores,
+                "node_scores": result.node_scores, "metric_clean": result.metric_clean,
+                "metric_ablated": result.metric_ablated, "per_example": result.per_example,
+                "ig_steps": result.ig_steps}, cache)
+    return result

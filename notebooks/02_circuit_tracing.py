@@ -1,0 +1,211 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Circuit tracing with EAP-IG (nnsight)
+#
+# The paper finds circuits with EAP-IG (Hanna et al. 2024): every edge u → v of the
+# computation graph gets the score (a_u(corrupted) − a_u(clean)) · ∂m/∂(input of v),
+# the gradient averaged along the straight line from the corrupted to the clean input
+# embeddings. It estimates the *noising* effect: how much the metric m (logit
+# difference of correct vs counterfactual answer at the slot) moves when u's
+# contribution to v comes from the corrupted run.
+#
+# Graph (as the EAP-IG reference): upstream nodes `input`, every head `a{l}.h{h}`,
+# every MLP `m{l}`; downstream nodes each head's separate **q, k, v inputs**, every MLP
+# and the `logits`. Everything runs through `mechshift_utils.attribute` on the plain
+# transformers models wrapped by nnsight, the same code for the ARM and the MDM (and
+# for Llama/Qwen2 modules). Before trusting it on the comparison, this notebook checks
+# it against exact activation patching and the completeness of integrated gradients,
+# then measures how faithful the top-K circuits are.
+
+# %% tags=["parameters"]
+model_pair = "embedded"
+seed = 0
+device = "auto"
+smoke = False
+artifacts_dir = "../artifacts"
+figures_dir = "../figures"
+ig_steps = 8  # integrated-gradient steps of EAP-IG
+pool_limit = 300  # examples per task from the common-correct pool
+n_validation = 32  # examples per task for the exact-patching check (one pass per edge)
+batch_size = 32
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from IPython.display import display
+
+from mechshift_utils import plotting, tasks
+from mechshift_utils.attribute import attribute
+from mechshift_utils.circuits import curve_area, faithfulness_curve, k_sweep
+from mechshift_utils.pipeline import prepare_pair
+from mechshift_utils.runtime import NotebookParams
+from mechshift_utils.stats import spearman
+from mechshift_utils.tracing import pool_data, traced
+from mechshift_utils.validation import check_positive_int
+
+params = NotebookParams(model_pair, seed, device, smoke).validated()
+if smoke:
+    pool_limit, n_validation, ig_steps = min(pool_limit, 8), min(n_validation, 4), min(ig_steps, 2)
+for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit), ("n_validation", n_validation),
+                    ("batch_size", batch_size)):
+    check_positive_int(name, value)
+plotting.use_style()
+pair, run = prepare_pair(params, artifacts_dir)
+run_dir = run.run_dir
+order = list(tasks.TASK_NAMES)
+pools = {t: pool_data(run_dir, t, pair.tokenizer, pool_limit, fallback_seed=seed if smoke else None)
+         for t in order}
+print({t: len(d) for t, d in pools.items()}, "examples per task")
+
+# %% [markdown]
+# ## Validation 1: EAP-IG against exact activation patching
+#
+# On a subset of each pool we patch every node (its whole output from the corrupted
+# run) and every edge (only its contribution to one destination) for real and compare
+# with EAP-IG on the same examples. The target is a Spearman rank correlation ≥ 0.9
+# on node scores for every task.
+
+# %%
+rows, points = [], []
+for task in order:
+    subset = pools[task].subset(range(min(n_validation, len(pools[task]))))
+    for role, model in pair.items():
+        exact = attribute(model, subset, method="exact", batch_size=batch_size, shift=pair.shift, progress=False,
+                          exact_edges=not smoke)
+        approx = {m: attribute(model, subset, method=m, ig_steps=ig_steps, batch_size=batch_size, shift=pair.shift,
+                               progress=False) for m in ("eap", "eap-ig")}
+        valid = exact.graph.valid
+        for method, res in approx.items():
+            rows.append({"task": task, "model": role, "method": method,
+                         "spearman_nodes": spearman(res.node_scores, exact.node_scores),
+                         "spearman_edges": spearman(res.edge_scores[valid], exact.edge_scores[valid]),
+                         "n_examples": len(subset)})
+        for i, node in enumerate(exact.graph.upstream):
+            points.append({"task": task, "model": role, "node": node, "exact": float(exact.node_scores[i]),
+                           "eap_ig": float(approx["eap-ig"].node_scores[i]),
+                           "eap": float(approx["eap"].node_scores[i])})
+validation = pd.DataFrame(rows)
+points = pd.DataFrame(points)
+display(validation.pivot_table(index=["task", "model"], columns="method", values=["spearman_nodes", "spearman_edges"]))
+
+fig, axes = plt.subplots(2, len(order), figsize=(3.2 * len(order), 6.2))
+for c, task in enumerate(order):
+    for r, role in enumerate(("arm", "mdm")):
+        ax = axes[r, c]
+        sub = points[(points.task == task) & (points.model == role)]
+        ax.scatter(sub.exact, sub.eap_ig, s=14, color=plotting.MODEL_COLORS[role])
+        lim = max(sub.exact.abs().max(), sub.eap_ig.abs().max()) * 1.1 or 1.0
+        ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=0.8, ls="--")
+        rho = validation[(validation.task == task) & (validation.model == role) &
+                         (validation.method == "eap-ig")].spearman_nodes.iloc[0]
+        ax.set_title(f"{task} · {plotting.MODEL_LABELS[role]}  ρ={rho:.2f}", fontsize=9)
+        ax.set(xlabel="exact patching" if r else "", ylabel="EAP-IG" if c == 0 else "")
+fig.suptitle("Node scores: EAP-IG vs exact activation patching", y=1.0)
+fig.tight_layout()
+plotting.save_figure(fig, points, "02_eapig_vs_exact_nodes", figures_dir)
+plt.show()
+validation.to_csv(f"{figures_dir}/02_validation_spearman.csv", index=False)
+
+# %% [markdown]
+# ## Validation 2: completeness of the integrated gradients
+#
+# Integrated gradients are complete: the attributions to the input add up to the
+# change of the metric along the path. Here that is the `input` node's score, which
+# must equal m(corrupted) − m(clean). The error shrinks with `ig_steps`; the default
+# must be within 5%.
+
+# %%
+steps_grid = [1, 2, 4, 8, 16, 32] if not smoke else [1, 2]
+rows = []
+for task in order:
+    subset = pools[task].subset(range(min(n_validation, len(pools[task]))))
+    for role, model in pair.items():
+        for steps in steps_grid:
+            res = attribute(model, subset, method="eap-ig", ig_steps=steps, batch_size=batch_size,
+                            shift=pair.shift, progress=False)
+            target = float((res.metric_ablated - res.metric_clean).mean())
+            rows.append({"task": task, "model": role, "ig_steps": steps, "input_attribution": float(res.node_scores[0]),
+                         "target": target,
+                         "relative_error": abs(float(res.node_scores[0]) - target) / abs(target)})
+completeness = pd.DataFrame(rows)
+display(completeness[completeness.ig_steps == ig_steps])
+fig, ax = plt.subplots(figsize=(6, 3.6))
+for (task, role), sub in completeness.groupby(["task", "model"], sort=False):
+    ax.plot(sub.ig_steps, sub.relative_error, marker="o", color=plotting.MODEL_COLORS[role],
+            ls="-" if role == "arm" else "--", alpha=0.8, label=f"{task} {plotting.MODEL_LABELS[role]}")
+ax.axhline(0.05, color="k", lw=0.8, ls=":")
+ax.axvline(ig_steps, color="0.5", lw=0.8)
+ax.set(xscale="log", yscale="log", xlabel="ig_steps", ylabel="|Σ attribution − Δm| / |Δm|",
+       title="EAP-IG completeness (dotted: 5%)")
+ax.legend(fontsize=7, ncol=2)
+plotting.save_figure(fig, completeness, "02_completeness_vs_ig_steps", figures_dir)
+plt.show()
+
+# %% [markdown]
+# ## EAP-IG on the pools, and faithfulness over K
+#
+# Now every pool, both models. The circuit of size K is the K edges with the largest
+# |score|; its faithfulness patches every other edge from the corrupted run and asks
+# how much of the clean-vs-corrupted metric gap is left: (m(C) − m(corrupt)) /
+# (m(full) − m(corrupt)). The embedded graph has few edges, so K is swept as a
+# fraction of all of them (the paper's K = 1000 is for 7B graphs). Scores, examples
+# and tables are saved under the run folder for notebooks 03-05.
+
+# %%
+attributions, curves = {}, []
+for task in order:
+    for role, model in pair.items():
+        res = traced(pair, run_dir, role, task, pools[task], ig_steps=ig_steps, batch_size=batch_size)
+        attributions[(role, task)] = res
+        curve = faithfulness_curve(model, pools[task], res, k_sweep(res.graph.n_edges), batch_size=batch_size,
+                                   shift=pair.shift, progress=False)
+        curves.append(curve.assign(task=task, model=role))
+curves = pd.concat(curves, ignore_index=True)
+area = (curves.groupby(["task", "model"], sort=False).apply(curve_area, include_groups=False)
+        .rename("area_under_curve").reset_index())
+display(area.pivot(index="task", columns="model", values="area_under_curve").loc[order])
+
+fig, axes = plt.subplots(1, len(order), figsize=(3.2 * len(order), 3.4), sharey=True)
+for ax, task in zip(axes, order):
+    for role in ("arm", "mdm"):
+        sub = curves[(curves.task == task) & (curves.model == role)]
+        auc = area[(area.task == task) & (area.model == role)].area_under_curve.iloc[0]
+        ax.plot(sub.fraction, sub.faithfulness, marker="o", ms=3, color=plotting.MODEL_COLORS[role],
+                label=f"{plotting.MODEL_LABELS[role]} (AUC {auc:.2f})")
+    ax.axhline(1, color="0.6", lw=0.8, ls="--")
+    ax.set(xscale="log", title=task, xlabel="fraction of edges kept")
+    ax.legend(fontsize=8)
+axes[0].set_ylabel("faithfulness")
+fig.suptitle(f"Faithfulness of top-K circuits ({res.graph.n_edges} edges in all)", y=1.02)
+fig.tight_layout()
+plotting.save_figure(fig, curves.merge(area, on=["task", "model"]), "02_faithfulness_curves", figures_dir)
+plt.show()
+
+# %% [markdown]
+# ## Numbers
+#
+# Computed from the tables above.
+
+# %%
+ok = validation[validation.method == "eap-ig"]
+print(f"EAP-IG vs exact, node Spearman: min {ok.spearman_nodes.min():.3f} "
+      f"(target >= 0.9 on every task: {'met' if (ok.spearman_nodes >= 0.9).all() else 'NOT met'})")
+at_default = completeness[completeness.ig_steps == (ig_steps if ig_steps in steps_grid else steps_grid[-1])]
+print(f"completeness error at ig_steps={ig_steps}: max {at_default.relative_error.max():.2%} "
+      f"(target <= 5%: {'met' if (at_default.relative_error <= 0.05).all() else 'NOT met'})")
+n_edges = next(iter(attributions.values())).graph.n_edges
+print(f"graph: {n_edges} edges; faithfulness AUC per task and model:")
+print(area.pivot(index="task", columns="model", values="area_under_curve").loc[order].round(3))
