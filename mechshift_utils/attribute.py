@@ -247,6 +247,19 @@ def batch_indices(n: int, batch_size: int) -> list[torch.Tensor]:
     return [torch.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
 
 
+_RUNNERS: dict[int, _Runner] = {}
+
+
+def runner_for(model, shift: bool = True) -> _Runner:
+    """The nnsight wrapper of a model, made once per model object (wrapping is not free)."""
+    key = id(getattr(model, "_model", model))
+    runner = _RUNNERS.get(key)
+    if runner is None or runner.hf is not getattr(model, "_model", model):
+        runner = _RUNNERS[key] = _Runner(model, shift)
+    runner.shift = shift
+    return runner
+
+
 def _norm_vjp(norm, x, cotangents):
     """J_norm(x)^T applied to each cotangent: x [b, p, d], cotangents [b, p, n, d] -> [b, p, n, d]."""
     x = x.detach().float()
@@ -277,7 +290,7 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     instead of one per edge); its edge scores are then zero.
     """
     check_inputs(data, method, ablation, ig_steps, batch_size)
-    runner = _Runner(model, shift)
+    runner = runner_for(model, shift)
     g = runner.graph
     metric = metric or logit_diff(data)
     n = len(data)
@@ -332,6 +345,7 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
         if per_example:
             examples.append(scores.cpu())
     bar.close()
-    return Attribution(g, method, ablation, (edge_sum / n).cpu(), node_sum / n, torch.cat(m_clean),
-                       torch.cat(m_ablated), torch.cat(examples) if per_example else None,
+    return Attribution(g, method, ablation, (edge_sum / n).detach().cpu(), (node_sum / n).detach(),
+                       torch.cat(m_clean).detach(), torch.cat(m_ablated).detach(),
+                       torch.cat(examples).detach() if per_example else None,
                        ig_steps if method == "eap-ig" else None)

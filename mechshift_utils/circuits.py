@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .attribute import ABLATIONS, Attribution, _Runner, ablated_batch, batch_indices, mean_activations
+from .attribute import ABLATIONS, Attribution, ablated_batch, batch_indices, mean_activations, runner_for
 from .metrics import Metric, first_slot_accuracy, logit_diff
 from .validation import ParameterError, check_choice, check_positive_int
 from .vocab import EncodedTask
@@ -27,7 +27,7 @@ def k_sweep(n_edges: int, fractions=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
 def faithfulness_curve(model, data: EncodedTask, attribution: Attribution, ks, metric: Metric | None = None,
                        batch_size: int = 64, shift: bool = True, progress: bool = True) -> pd.DataFrame:
     """Faithfulness of the top-k circuit for each k, with the attribution's ablation kind."""
-    runner = _Runner(model, shift)
+    runner = runner_for(model, shift)
     g = runner.graph
     for k in ks:
         g.top_edges(attribution.edge_scores, k)  # validates k before any work
@@ -69,7 +69,7 @@ def ablate_components(model, data: EncodedTask, components: list[str], ablation:
     (all their outgoing edges carry the zero / mean / corrupted value)."""
     check_choice("ablation", ablation, ABLATIONS)
     check_positive_int("batch_size", batch_size)
-    runner = _Runner(model, shift)
+    runner = runner_for(model, shift)
     g = runner.graph
     unknown = sorted(set(components) - set(g.upstream))
     if unknown:

@@ -66,3 +66,31 @@ def bootstrap_early_share(graph: Graph, per_example: torch.Tensor, k: int, n_ear
     low, high = np.percentile(draws, [2.5, 97.5])
     return {"early_share": point, "ci_low": float(low), "ci_high": float(high), "n_examples": n,
             "n_boot": n_boot}
+
+
+def bootstrap_early_share_difference(graph: Graph, arm_examples: torch.Tensor, mdm_examples: torch.Tensor,
+                                     k: int, n_early: int, n_boot: int = 200, seed: int = 0) -> dict:
+    """MDM minus ARM early-layer share of the top-k circuit, examples resampled jointly for both models
+    (they were traced on the same examples), with a 95% percentile interval."""
+    if arm_examples.shape != mdm_examples.shape:
+        raise ValueError("arm_examples and mdm_examples: expected per-example scores on the same examples")
+    rng = np.random.default_rng(seed)
+    n = arm_examples.shape[0]
+
+    def share(scores):
+        circuit = graph.top_edges(scores, k)
+        return early_share(depth_profile(component_importance(graph, scores, circuit), graph.arch.n_layers),
+                           n_early)
+
+    point = share(mdm_examples.mean(0)) - share(arm_examples.mean(0))
+    draws = []
+    for _ in range(n_boot):
+        pick = torch.as_tensor(rng.integers(0, n, n))
+        draws.append(share(mdm_examples[pick].mean(0)) - share(arm_examples[pick].mean(0)))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"difference": point, "ci_low": float(low), "ci_high": float(high)}
+
+
+def profile_distance(a: pd.Series, b: pd.Series) -> float:
+    """Total-variation distance between two depth profiles (0: identical, 1: disjoint)."""
+    return float(0.5 * (a - b).abs().sum())
