@@ -19,8 +19,10 @@ What is measured, on the same model, examples, batch size and ig_steps:
   eap-ig per example, and examples per second for each.
 
 Each measurement has a warm-up run first, then ``--repeats`` timed runs; the
-median is reported. Torch threads are pinned to the CPUs this process may use
-unless ``--threads`` says otherwise. Random weights (timing does not depend on
+median is reported. EAP-IG and the floor are timed in interleaved rounds, so
+that load from other processes hits both alike (the ratio of each round is
+printed too, and the load average before and after). Torch threads are pinned
+to the CPUs this process may use unless ``--threads`` says otherwise. Random weights (timing does not depend on
 training). No timed asserts: the script only prints (and, with ``--json``,
 writes the numbers).
 
@@ -79,17 +81,20 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats: int) -> tuple[float, list[float]]:
-    """Warm-up once, then the median of ``repeats`` timed calls (seconds)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
+def timed(fns: dict, device, repeats: int) -> dict[str, list[float]]:
+    """Warm up each function once, then time ``repeats`` rounds, the functions interleaved within a
+    round (so that load from other processes hits them alike). Seconds per call, per function."""
+    for fn in fns.values():
         fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def floor_run(model, data, batch_size: int, ig_steps: int, device) -> torch.Tensor:
@@ -153,24 +158,33 @@ def main(argv=None) -> dict:
 
     results = {}
 
-    def record(name, n_examples, fn):
-        med, times = timed(fn, device, args.repeats)
-        results[name] = {"seconds": med, "runs": times, "n": n_examples, "examples_per_s": n_examples / med}
-        return med
+    def record(group: dict):
+        """group: name -> (examples, fn); timed together, interleaved."""
+        times = timed({k: fn for k, (_, fn) in group.items()}, device, args.repeats)
+        for name, (n_examples, _) in group.items():
+            med = statistics.median(times[name])
+            results[name] = {"seconds": med, "runs": times[name], "n": n_examples,
+                             "examples_per_s": n_examples / med}
+        return times
 
+    load_before = os.getloadavg()
     # sanity: the floor reads the same metric as the engine
     attr = run("eap-ig", data)()
     floor_clean = floor_run(model, data, args.batch_size, args.ig_steps, device)
     metric_gap = (attr.metric_clean.float() - floor_clean).abs().max().item()
 
-    t_ig = record("eap-ig", args.n, run("eap-ig", data))
-    t_floor = record("floor", args.n, lambda: floor_run(model, data, args.batch_size, args.ig_steps, device))
-    t_eap = record("eap", args.n, run("eap", data))
+    times = record({"eap-ig": (args.n, run("eap-ig", data)),
+                    "floor": (args.n, lambda: floor_run(model, data, args.batch_size, args.ig_steps, device))})
+    pair_ratios = [a / b for a, b in zip(times["eap-ig"], times["floor"])]
+    t_ig, t_floor = results["eap-ig"]["seconds"], results["floor"]["seconds"]
+    record({"eap": (args.n, run("eap", data))})
+    t_eap = results["eap"]["seconds"]
     if not args.skip_exact:
-        record("exact-nodes", args.n, run("exact", data, exact_edges=False))
+        record({"exact-nodes": (args.n, run("exact", data, exact_edges=False))})
         if args.exact_edges_n > 0:
             small = encode_examples(tasks.generate(args.task, args.exact_edges_n, args.seed), tok)
-            record("exact-edges", args.exact_edges_n, run("exact", small, exact_edges=True))
+            record({"exact-edges": (args.exact_edges_n, run("exact", small, exact_edges=True))})
+    load_after = os.getloadavg()
 
     ratio = t_ig / t_floor
     ig_per_ex = t_ig / args.n
@@ -183,18 +197,23 @@ def main(argv=None) -> dict:
     print()
     print(f"EAP-IG time : {t_ig:.3f} s   (runs: {', '.join(f'{t:.3f}' for t in results['eap-ig']['runs'])})")
     print(f"floor time  : {t_floor:.3f} s   (runs: {', '.join(f'{t:.3f}' for t in results['floor']['runs'])})")
-    print(f"ratio EAP-IG / floor = {ratio:.2f}  (target <= {TARGET} on the embedded model on the CPU: "
+    print(f"ratio EAP-IG / floor = {ratio:.2f}  (per interleaved round: "
+          f"{', '.join(f'{r:.2f}' for r in pair_ratios)}; target <= {TARGET} on the embedded model on the CPU: "
           f"{'met' if ratio <= TARGET else 'NOT met'})")
     print(f"eap / eap-ig = {t_eap / t_ig:.3f}" + "".join(
         f"; {k} / eap-ig per example = {results[k]['per_example_vs_eap_ig']:.2f}"
         for k in ("exact-nodes", "exact-edges") if k in results))
     print(f"sanity: max |clean metric, engine - floor| = {metric_gap:.2e}")
+    print(f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs"
+          f"{'  -- the machine was busy: timings are noisy' if max(load_before[0], load_after[0]) > threads else ''}")
 
     out = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
            "model": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "n_params": n_params},
            "task": args.task, "n": args.n, "seq_len": seq_len, "batch_size": args.batch_size,
            "ig_steps": args.ig_steps, "repeats": args.repeats, "results": results,
-           "ratio_eap_ig_over_floor": ratio, "target": TARGET, "eap_over_eap_ig": t_eap / t_ig,
+           "ratio_eap_ig_over_floor": ratio,
+           "ratio_per_round": pair_ratios, "load_average_before_after": [load_before[0], load_after[0]],
+           "target": TARGET, "eap_over_eap_ig": t_eap / t_ig,
            "clean_metric_max_gap": metric_gap}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -63,32 +63,39 @@ def curve_area(curve: pd.DataFrame) -> float:
     return float(np.trapezoid(y, x))
 
 
-def ablate_components(model, data: EncodedTask, components: list[str], ablation: str = "zero",
+def ablate_components(model, data: EncodedTask, groups: dict[str, list[str]], ablation: str = "zero",
                       batch_size: int = 64, shift: bool = True) -> pd.DataFrame:
-    """Per example: metric and first-slot accuracy, clean and with the given upstream nodes ablated
-    (all their outgoing edges carry the zero / mean / corrupted value)."""
+    """Per group and example: logit difference and first-slot accuracy, clean and with the group's
+    upstream nodes ablated (all their outgoing edges carry the zero / mean / corrupted value).
+
+    ``groups`` maps a label to a list of components (e.g. ``{"early": ["a0.h1", "m0"]}``); the clean
+    run and the ablated values are computed once for all groups.
+    """
     check_choice("ablation", ablation, ABLATIONS)
     check_positive_int("batch_size", batch_size)
     runner = runner_for(model, shift)
     g = runner.graph
-    unknown = sorted(set(components) - set(g.upstream))
+    unknown = sorted({c for comps in groups.values() for c in comps} - set(g.upstream))
     if unknown:
         raise ParameterError(f"components: expected upstream nodes of the graph (e.g. 'a0.h1', 'm2'), got {unknown}")
-    rows = torch.tensor([name in set(components) for name in g.upstream])
-    patch = g.valid & rows[:, None]
+    patches = {label: g.valid & torch.tensor([n in set(comps) for n in g.upstream])[:, None]
+               for label, comps in groups.items()}
     batches = batch_indices(len(data), batch_size)
     mean_acts = mean_activations(runner, data, batches) if ablation == "mean" else None
     read_all = data.answer_positions[:, 0] - (1 if shift else 0)
     diff, acc = logit_diff(data), first_slot_accuracy(data)
+
+    def both(logits, index):  # one pass gives both numbers
+        return torch.stack([diff(logits, index), acc(logits, index)], dim=-1)
+
     out = []
     for idx in batches:
         read = read_all[idx]
-        _, abl, m_clean, _ = ablated_batch(runner, data, idx, read, ablation, mean_acts, diff)
-        ids = data.clean_ids[idx]
-        m_abl = runner.patched_metric(ids, read, idx, diff, abl, patch)
-        a_clean = runner.patched_metric(ids, read, idx, acc, abl, torch.zeros_like(patch))
-        a_abl = runner.patched_metric(ids, read, idx, acc, abl, patch)
-        out.append(pd.DataFrame({"example": idx.numpy(), "metric_clean": m_clean.numpy(),
-                                 "metric_ablated": m_abl.numpy(), "accuracy_clean": a_clean.numpy(),
-                                 "accuracy_ablated": a_abl.numpy()}))
+        _, abl, clean, _ = ablated_batch(runner, data, idx, read, ablation, mean_acts, both)
+        for label, patch in patches.items():
+            ablated = runner.patched_metric(data.clean_ids[idx], read, idx, both, abl, patch)
+            out.append(pd.DataFrame({"group": label, "example": idx.numpy(),
+                                     "metric_clean": clean[:, 0].numpy(), "metric_ablated": ablated[:, 0].numpy(),
+                                     "accuracy_clean": clean[:, 1].numpy(),
+                                     "accuracy_ablated": ablated[:, 1].numpy()}))
     return pd.concat(out, ignore_index=True)

@@ -105,11 +105,12 @@ display(groups[groups.group != "random"].pivot_table(index="task", columns=["mod
 # %%
 rows = []
 for ablation in ("zero", "mean"):
-    for g in groups.itertuples():
-        per_example = ablate_components(pair.model(g.model), pools[g.task], g.components, ablation,
-                                        batch_size=batch_size, shift=pair.shift)
-        rows.append(per_example.assign(task=g.task, model=g.model, group=g.group, draw=g.draw, ablation=ablation,
-                                       components=", ".join(g.components)))
+    for (task, role), sub in groups.groupby(["task", "model"], sort=False):
+        labelled = {f"{g.group}#{g.draw}": g.components for g in sub.itertuples()}
+        per_example = ablate_components(pair.model(role), pools[task], labelled, ablation, batch_size=batch_size,
+                                        shift=pair.shift)
+        per_example[["group", "draw"]] = per_example.group.str.split("#", expand=True)
+        rows.append(per_example.assign(task=task, model=role, ablation=ablation))
 results = pd.concat(rows, ignore_index=True)
 
 summary = []

@@ -1,0 +1,206 @@
+"""The attribution engine on micro models: every method, the hand-checkable case, the causal
+zero, completeness, faithfulness end points, and clear errors."""
+import pytest
+import torch
+
+from mechshift_utils import tasks
+from mechshift_utils.arch import arch_of
+from mechshift_utils.attribute import attribute
+from mechshift_utils.circuits import ablate_components, faithfulness_curve
+from mechshift_utils.embedded import ArmConfig, new_arm
+from mechshift_utils.graph import Graph
+from mechshift_utils.models import set_bidirectional
+from mechshift_utils.scoring import logit_difference
+from mechshift_utils.stats import spearman
+from mechshift_utils.validation import ParameterError
+from mechshift_utils.vocab import encode_examples
+
+
+@pytest.fixture(scope="module")
+def ioi(tokenizer):
+    return encode_examples(tasks.generate("ioi", 6, 0), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def countdown(tokenizer):
+    return encode_examples(tasks.generate("countdown", 5, 1), tokenizer)
+
+
+def _models(micro_arm, tiny_llama_and_qwen, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  bos_token_id=2, eos_token_id=2, pad_token_id=0)
+    return {"gpt2": micro_arm, "llama": LlamaForCausalLM(LlamaConfig(**common)).eval(),
+            "qwen2": Qwen2ForCausalLM(Qwen2Config(**common)).eval()}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_methods_agree_with_exact_patching(arch, bidirectional, micro_arm, tiny_llama_and_qwen, tokenizer,
+                                           countdown):
+    model = set_bidirectional(_models(micro_arm, tiny_llama_and_qwen, tokenizer)[arch], bidirectional)
+    exact = attribute(model, countdown, method="exact", progress=False)
+    clean = logit_difference(model, countdown.clean_ids, countdown.answer_positions, countdown.correct_ids,
+                             countdown.counterfactual_ids)
+    corrupt = logit_difference(model, countdown.corrupted_ids, countdown.answer_positions,
+                               countdown.correct_ids, countdown.counterfactual_ids)
+    assert torch.allclose(exact.metric_clean, clean, atol=1e-5)
+    assert torch.allclose(exact.metric_ablated, corrupt, atol=1e-5), "all edges patched = the corrupted run"
+    valid = exact.graph.valid
+    eap_ig = attribute(model, countdown, method="eap-ig", ig_steps=16, progress=False)
+    eap = attribute(model, countdown, method="eap", progress=False)
+    assert spearman(eap_ig.edge_scores[valid], exact.edge_scores[valid]) > 0.9
+    assert spearman(eap_ig.node_scores, exact.node_scores) > 0.9
+    assert torch.isfinite(eap.edge_scores).all()
+    assert (eap_ig.edge_scores[~valid] == 0).all()
+    # completeness of the integrated gradients: the input's attribution is the whole metric change
+    target = float((corrupt - clean).mean())
+    assert abs(float(eap_ig.node_scores[0]) - target) <= 0.02 * abs(target) + 1e-7
+
+
+def test_one_layer_eap_by_hand(tokenizer, ioi):
+    """EAP edges into the logits and into the MLP, recomputed with plain autograd on the HF model."""
+    model = new_arm(tokenizer, ArmConfig(n_layer=1, n_head=2, n_embd=16), seed=3).eval()
+    res = attribute(model, ioi, method="eap", progress=False)
+    g = res.graph
+    tr = model.transformer
+    read = ioi.answer_positions[:, 0] - 1
+    rows = torch.arange(len(ioi))
+
+    def metric_from_final(resid):
+        logits = model.lm_head(tr.ln_f(resid))[rows, read]
+        return (logits.gather(1, ioi.correct_ids[:, :1]) - logits.gather(1, ioi.counterfactual_ids[:, :1])).sum()
+
+    def parts(ids):
+        emb = tr.wte(ids)
+        resid0 = emb + tr.wpe(torch.arange(ids.shape[1]))
+        attn = tr.h[0].attn(tr.h[0].ln_1(resid0))[0]
+        mid = resid0 + attn
+        mlp = tr.h[0].mlp(tr.h[0].ln_2(mid))
+        return emb, mid, mlp
+
+    with torch.no_grad():
+        emb_c, mid_c, mlp_c = parts(ioi.clean_ids)
+        emb_x, _, mlp_x = parts(ioi.corrupted_ids)
+    # input -> logits and m0 -> logits: gradient at the final residual (the clean run)
+    final = (mid_c + mlp_c).clone().requires_grad_(True)
+    metric_from_final(final).backward()
+    want_input = ((emb_x - emb_c) * final.grad).sum() / len(ioi)
+    want_mlp = ((mlp_x - mlp_c) * final.grad).sum() / len(ioi)
+    assert torch.allclose(res.edge_scores[0, -1], want_input, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(res.edge_scores[g.mlp_index(0), -1], want_mlp, rtol=1e-4, atol=1e-7)
+    # input -> m0: gradient through the MLP's own input only (not the residual path around it)
+    mlp_in = mid_c.clone().requires_grad_(True)
+    metric_from_final(mid_c + tr.h[0].mlp(tr.h[0].ln_2(mlp_in))).backward()
+    want = ((emb_x - emb_c) * mlp_in.grad).sum() / len(ioi)
+    assert torch.allclose(res.edge_scores[0, g.mlp_dest(0)], want, rtol=1e-4, atol=1e-7)
+
+
+def test_causal_model_gets_nothing_from_after_the_slot(micro_arm, tokenizer, countdown):
+    """Corrupt only the closing target (after the slots): the ARM cannot see it, the MDM can."""
+    data = countdown.subset(range(len(countdown)))
+    data.corrupted_ids = data.clean_ids.clone()
+    data.corrupted_ids[:, -1] = data.corrupted_ids[:, 1]  # another number at the last position only
+    changed = data.corrupted_ids[:, -1] != data.clean_ids[:, -1]
+    assert changed.any() and (data.answer_positions[:, 0] < data.clean_ids.shape[1] - 1).all()
+    for method in ("eap", "eap-ig", "exact"):
+        arm = attribute(micro_arm, data, method=method, progress=False)
+        assert (arm.edge_scores == 0).all() and (arm.node_scores == 0).all(), method
+    mdm = attribute(set_bidirectional(micro_arm, True), data, method="eap-ig", progress=False)
+    assert mdm.edge_scores.abs().max() > 0
+    set_bidirectional(micro_arm, False)
+
+
+def test_zero_and_mean_ablation_run(micro_arm, ioi):
+    for ablation in ("zero", "mean"):
+        res = attribute(micro_arm, ioi, method="eap-ig", ablation=ablation, ig_steps=4, progress=False)
+        exact = attribute(micro_arm, ioi, method="exact", ablation=ablation, exact_edges=False, progress=False)
+        assert torch.isfinite(res.edge_scores).all() and res.ablation == ablation
+        assert spearman(res.node_scores, exact.node_scores) > 0.8
+        assert not torch.allclose(res.metric_ablated, res.metric_clean)
+
+
+def test_faithfulness_end_points(micro_arm, ioi):
+    res = attribute(micro_arm, ioi, method="eap-ig", ig_steps=4, progress=False)
+    n = res.graph.n_edges
+    curve = faithfulness_curve(micro_arm, ioi, res, [0, 5, n], progress=False)
+    assert curve.faithfulness.iloc[0] == pytest.approx(0.0, abs=1e-5)
+    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ablating_components(micro_arm, ioi):
+    out = ablate_components(micro_arm, ioi, {"some": ["a0.h1", "m1"], "none": []}, "zero")
+    some, none = out[out.group == "some"], out[out.group == "none"]
+    assert len(some) == len(none) == len(ioi) and (some.metric_clean != some.metric_ablated).any()
+    assert torch.allclose(torch.tensor(none.metric_clean.values), torch.tensor(none.metric_ablated.values))
+    # ablating a node by hand: zero its output with a plain forward hook
+    only_mlp = ablate_components(micro_arm, ioi, {"m1": ["m1"]}, "zero")
+    handle = micro_arm.transformer.h[1].mlp.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+    try:
+        want = logit_difference(micro_arm, ioi.clean_ids, ioi.answer_positions, ioi.correct_ids,
+                                ioi.counterfactual_ids)
+    finally:
+        handle.remove()
+    assert torch.allclose(torch.tensor(only_mlp.metric_ablated.values, dtype=torch.float32), want, atol=1e-5)
+    with pytest.raises(ParameterError, match="components: expected upstream nodes"):
+        ablate_components(micro_arm, ioi, {"bad": ["a9.h9"]}, "zero")
+
+
+def test_graph_names_and_sizes(micro_arm, tiny_llama_and_qwen):
+    g = Graph.from_arch(arch_of(micro_arm))  # 2 layers, 2 heads
+    assert g.upstream == ["input", "a0.h0", "a0.h1", "m0", "a1.h0", "a1.h1", "m1"]
+    assert g.downstream[:7] == ["a0.h0<q>", "a0.h1<q>", "a0.h0<k>", "a0.h1<k>", "a0.h0<v>", "a0.h1<v>", "m0"]
+    assert g.downstream[-1] == "logits"
+    # a layer-1 head reads input, layer-0 heads and m0; m1 also reads layer-1 heads; logits read all
+    assert g.valid[:, g.downstream.index("a1.h0<q>")].tolist() == [True, True, True, True, False, False, False]
+    assert g.valid[:, g.downstream.index("m1")].tolist() == [True] * 6 + [False]
+    assert g.valid[:, -1].all()
+    assert g.n_edges == 6 * 1 + 6 * 4 + 3 + 6 + 7
+    gqa = Graph.from_arch(arch_of(tiny_llama_and_qwen["llama"]))
+    assert "a0.kv1<k>" in gqa.downstream and "a0.h3<q>" in gqa.downstream
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "acdc"}, "method: expected one of"),
+    ({"ablation": "resample"}, "ablation: expected one of"),
+    ({"ig_steps": 0}, "ig_steps: expected a positive integer"),
+])
+def test_bad_arguments(micro_arm, ioi, kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        attribute(micro_arm, ioi, progress=False, **kwargs)
+
+
+def test_bad_data(micro_arm, ioi):
+    short = ioi.subset(range(len(ioi)))
+    short.corrupted_ids = short.corrupted_ids[:, :-1]
+    with pytest.raises(ParameterError, match="clean and corrupted sequences must have equal shapes"):
+        attribute(micro_arm, short, progress=False)
+    out = ioi.subset(range(len(ioi)))
+    out.answer_positions = out.answer_positions.clone()
+    out.answer_positions[0, 0] = out.clean_ids.shape[1]
+    with pytest.raises(ParameterError, match="answer_positions: expected slots in"):
+        attribute(micro_arm, out, progress=False)
+
+
+def test_k_larger_than_the_graph(micro_arm, ioi):
+    res = attribute(micro_arm, ioi, method="eap", progress=False)
+    n = res.graph.n_edges
+    with pytest.raises(ParameterError, match=rf"k: expected an integer in \[0, {n}\] \(the number of edges\)"):
+        res.graph.top_edges(res.edge_scores, n + 1)
+    with pytest.raises(ParameterError, match="k: expected an integer"):
+        faithfulness_curve(micro_arm, ioi, res, [10, 1000], progress=False)
+
+
+def test_saved_tables(micro_arm, ioi, tmp_path):
+    import pandas as pd
+
+    res = attribute(micro_arm, ioi, method="eap", progress=False)
+    folder = res.save(tmp_path / "att", ioi)
+    edges = pd.read_csv(folder / "edges.csv")
+    nodes = pd.read_csv(folder / "nodes.csv")
+    assert list(edges.columns) == ["src", "dst", "score"] and len(edges) == res.graph.n_edges
+    assert list(nodes.columns) == ["node", "score"] and len(nodes) == len(res.graph.upstream)
+    assert (folder / "examples.jsonl").read_text().count("\n") == len(ioi)
