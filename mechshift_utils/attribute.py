@@ -24,12 +24,15 @@ alone reads it: the gradient at the projection's output for that head, mapped
 back through its weight slice and through the pre-norm (a vector-Jacobian
 product of the norm at the run's residual). Logits are read at slot - 1.
 
-Memory: per batch the engine holds the activation differences
-[batch, positions, upstream nodes, d_model] (for a Llama-7B-shaped model,
-1 + 32 x 33 = 1057 upstream nodes x 4096 x 4 bytes = 17 MB per position and
-example) and one layer's destination gradients at a time, never the full
-[upstream x downstream x d_model] product. ``batch_size`` bounds the first:
-for 7B with 128 positions, batch 2 needs about 4.4 GB beside the model.
+Memory: per batch the engine keeps one buffer of activation differences
+[batch, positions, upstream nodes, d_model] in float32 (the clean and ablated
+activations it is made from are freed at once) and one layer's destination
+gradients at a time, never the [upstream x downstream x d_model] product. For
+a Llama-7B shape that buffer is 1 + 32 x 33 = 1057 nodes x 4096 x 4 bytes =
+17 MB per position and example, 2.2 GB per example at 128 positions, so
+``batch_size`` = 4 needs about 9 GB beside the model and its activations;
+per-example scores add n_up x n_down floats (6.6 MB) per example, on the CPU.
+``exact`` also keeps the ablated activations (a second buffer).
 """
 from __future__ import annotations
 
@@ -326,12 +329,13 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
             scores = scores.to(runner.device)
         else:
             delta = (abl - clean).to(runner.device)
+            emb_clean, emb_base = clean[:, :, 0].clone(), abl[:, :, 0].clone()
+            del clean, abl  # only the difference is needed from here on
             scores = torch.zeros(len(idx), len(g.upstream), len(g.downstream), device=runner.device)
             if method == "eap":
                 scores += runner.gradient_scores(ids, read, idx, metric, delta, None)
                 bar.update(1)
             else:
-                emb_clean, emb_base = clean[:, :, 0], abl[:, :, 0]
                 for k in range(ig_steps):
                     alpha = (k + 0.5) / ig_steps
                     emb = emb_base + alpha * (emb_clean - emb_base)

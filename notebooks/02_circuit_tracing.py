@@ -38,10 +38,9 @@ artifacts_dir = "../artifacts"
 figures_dir = "../figures"
 ig_steps = 8  # integrated-gradient steps of EAP-IG
 pool_limit = 300  # examples per task from the common-correct pool
-n_validation = 96  # examples per task for the exact node-patching check (one pass per node)
 n_edge_validation = 16  # examples per task for the exact edge-patching check (one pass per edge)
 n_completeness = 32  # examples per task for the completeness sweep over ig_steps
-batch_size = 32
+batch_size = 64
 
 # %%
 import matplotlib.pyplot as plt
@@ -60,8 +59,8 @@ from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke).validated()
 if smoke:
-    pool_limit, n_validation, n_edge_validation, ig_steps = min(pool_limit, 8), min(n_validation, 4), 2, min(ig_steps, 2)
-for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit), ("n_validation", n_validation),
+    pool_limit, n_edge_validation, n_completeness, ig_steps = min(pool_limit, 8), 2, 4, min(ig_steps, 2)
+for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit),
                     ("n_edge_validation", n_edge_validation), ("n_completeness", n_completeness),
                     ("batch_size", batch_size)):
     check_positive_int(name, value)
@@ -76,39 +75,42 @@ print({t: len(d) for t, d in pools.items()}, "examples per task")
 # %% [markdown]
 # ## Validation 1: EAP-IG against exact activation patching
 #
-# On a subset of each pool we patch every node (its whole output from the corrupted
-# run) for real and compare with EAP and EAP-IG on the same examples; on a smaller
-# subset also every edge (only its contribution to one destination: one forward pass
-# per edge). The target is a Spearman rank correlation ≥ 0.9 on node scores for every
-# task.
+# On every pool we patch each node (its whole output from the corrupted run) for real
+# and compare with EAP and EAP-IG on the same examples (the EAP-IG scores are the ones
+# the later notebooks use, computed and cached here); on a small subset also every
+# edge (only its contribution to one destination: one forward pass per edge). The
+# target is a Spearman rank correlation ≥ 0.9 on node scores for every task.
 
 # %%
 import time
 
 start = time.perf_counter()
-rows, points = [], []
+rows, points, attributions = [], [], {}
 for task in order:
-    nodes_subset = pools[task].subset(range(min(n_validation, len(pools[task]))))
     edges_subset = pools[task].subset(range(min(n_edge_validation, len(pools[task]))))
     for role, model in pair.items():
         kw = dict(batch_size=batch_size, shift=pair.shift, progress=False)
-        exact = attribute(model, nodes_subset, method="exact", exact_edges=False, **kw)
+        exact = attribute(model, pools[task], method="exact", exact_edges=False, **kw)
         exact_edges = attribute(model, edges_subset, method="exact", **kw)
+        attributions[(role, task)] = traced(pair, run_dir, role, task, pools[task], ig_steps=ig_steps,
+                                            batch_size=batch_size)
+        estimates = {"eap": attribute(model, pools[task], method="eap", **kw), "eap-ig": attributions[(role, task)]}
         valid = exact.graph.valid
-        for method in ("eap", "eap-ig"):
-            res = attribute(model, nodes_subset, method=method, ig_steps=ig_steps, **kw)
+        for method, res in estimates.items():
             res_edges = attribute(model, edges_subset, method=method, ig_steps=ig_steps, **kw)
             rows.append({"task": task, "model": role, "method": method,
                          "spearman_nodes": spearman(res.node_scores, exact.node_scores),
+                         "pearson_nodes": float(torch.corrcoef(torch.stack([res.node_scores, exact.node_scores]))[0, 1]),
                          "spearman_edges": spearman(res_edges.edge_scores[valid], exact_edges.edge_scores[valid]),
-                         "n_examples_nodes": len(nodes_subset), "n_examples_edges": len(edges_subset)})
+                         "n_examples_nodes": len(pools[task]), "n_examples_edges": len(edges_subset)})
             for i, node in enumerate(exact.graph.upstream):
                 points.append({"task": task, "model": role, "method": method, "node": node,
                                "exact": float(exact.node_scores[i]), "estimate": float(res.node_scores[i])})
 validation = pd.DataFrame(rows)
 points = pd.DataFrame(points)
 print(f"validation took {time.perf_counter() - start:.0f} s")
-display(validation.pivot_table(index=["task", "model"], columns="method", values=["spearman_nodes", "spearman_edges"]))
+display(validation.pivot_table(index=["task", "model"], columns="method",
+                               values=["spearman_nodes", "pearson_nodes", "spearman_edges"]))
 
 fig, axes = plt.subplots(2, len(order), figsize=(3.2 * len(order), 6.2))
 for c, task in enumerate(order):
@@ -165,21 +167,20 @@ plotting.save_figure(fig, completeness, "02_completeness_vs_ig_steps", figures_d
 plt.show()
 
 # %% [markdown]
-# ## EAP-IG on the pools, and faithfulness over K
+# ## Faithfulness over K
 #
-# Now every pool, both models. The circuit of size K is the K edges with the largest
+# The circuit of size K is the K edges with the largest
 # |score|; its faithfulness patches every other edge from the corrupted run and asks
 # how much of the clean-vs-corrupted metric gap is left: (m(C) − m(corrupt)) /
 # (m(full) − m(corrupt)). The embedded graph has few edges, so K is swept as a
-# fraction of all of them (the paper's K = 1000 is for 7B graphs). Scores, examples
-# and tables are saved under the run folder for notebooks 03-05.
+# fraction of all of them (the paper's K = 1000 is for 7B graphs). The EAP-IG scores,
+# examples and tables are saved under the run folder for notebooks 03-05.
 
 # %%
-attributions, curves = {}, []
+curves = []
 for task in order:
     for role, model in pair.items():
-        res = traced(pair, run_dir, role, task, pools[task], ig_steps=ig_steps, batch_size=batch_size)
-        attributions[(role, task)] = res
+        res = attributions[(role, task)]
         curve = faithfulness_curve(model, pools[task], res, k_sweep(res.graph.n_edges), batch_size=batch_size,
                                    shift=pair.shift, progress=False)
         curves.append(curve.assign(task=task, model=role))

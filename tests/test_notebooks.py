@@ -8,6 +8,10 @@ from mechshift_utils.notebooks import NotebookFailed, discover, main, run_all, t
 EXPECTED_FIGURES = {
     "01_post_training": ["01_arm_training_curve", "01_post_training_loss", "01_accuracy_arm_vs_mdm",
                          "01_accuracy_along_post_training", "01_common_correct_pool"],
+    "02_circuit_tracing": ["02_eapig_vs_exact_nodes", "02_completeness_vs_ig_steps", "02_faithfulness_curves"],
+    "03_structural_comparison": ["03_jaccard_vs_k", "03_component_importance", "03_depth_profile",
+                                 "03_early_layer_share", "03_circuit_diagrams"],
+    "04_targeted_ablations": ["04_ablation_metric_drop", "04_ablation_accuracy_drop"],
 }
 
 
@@ -40,6 +44,12 @@ def test_smoke_run_of_every_notebook(tmp_path):
                 assert path.is_file() and path.stat().st_size > 0, path
     pools = list((tmp_path / "artifacts").rglob("pools/*.jsonl"))
     assert sorted(p.stem for p in pools) == ["countdown", "greater_than", "infilling", "ioi"]
+    # what a reader needs to recompute a score without the package, per (model, task)
+    traced = list((tmp_path / "artifacts").rglob("attribution/eap-ig-patching-ig2/*/*/edges.csv"))
+    assert len(traced) == 8
+    for edges in traced:
+        for name in ("nodes.csv", "examples.jsonl"):
+            assert (edges.parent / name).is_file()
 
 
 @pytest.mark.slow
