@@ -46,6 +46,12 @@ def early_share(profile: pd.Series, n_early: int) -> float:
     return float(profile.iloc[:n_early].sum())
 
 
+def circuit_early_share(graph: Graph, scores: torch.Tensor, k: int, n_early: int) -> float:
+    """Share of the top-k circuit's component importance that sits in the first ``n_early`` layers."""
+    importance = component_importance(graph, scores, graph.top_edges(scores, k))
+    return early_share(depth_profile(importance, graph.arch.n_layers), n_early)
+
+
 def bootstrap_early_share(graph: Graph, per_example: torch.Tensor, k: int, n_early: int, n_boot: int = 200,
                           seed: int = 0) -> dict:
     """Early-layer share of the top-k circuit's importance, with a 95% bootstrap interval over examples.
@@ -57,9 +63,7 @@ def bootstrap_early_share(graph: Graph, per_example: torch.Tensor, k: int, n_ear
     n = per_example.shape[0]
 
     def share(scores):
-        circuit = graph.top_edges(scores, k)
-        return early_share(depth_profile(component_importance(graph, scores, circuit), graph.arch.n_layers),
-                           n_early)
+        return circuit_early_share(graph, scores, k, n_early)
 
     point = share(per_example.mean(0))
     draws = [share(per_example[torch.as_tensor(rng.integers(0, n, n))].mean(0)) for _ in range(n_boot)]
@@ -76,11 +80,7 @@ def bootstrap_early_share_difference(graph: Graph, arm_examples: torch.Tensor, m
         raise ValueError("arm_examples and mdm_examples: expected per-example scores on the same examples")
     rng = np.random.default_rng(seed)
     n = arm_examples.shape[0]
-
-    def share(scores):
-        circuit = graph.top_edges(scores, k)
-        return early_share(depth_profile(component_importance(graph, scores, circuit), graph.arch.n_layers),
-                           n_early)
+    share = lambda scores: circuit_early_share(graph, scores, k, n_early)  # noqa: E731
 
     point = share(mdm_examples.mean(0)) - share(arm_examples.mean(0))
     draws = []

@@ -76,3 +76,23 @@ def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, me
                 "metric_ablated": result.metric_ablated, "per_example": result.per_example,
                 "ig_steps": result.ig_steps}, cache)
     return result
+
+
+def trace_pair(pair: ModelPair, run_dir, task_names, pool_limit: int | None = None, ig_steps: int = 8,
+               batch_size: int = 32, fallback_seed: int | None = None):
+    """Pools and EAP-IG attributions of both models on every task (cached: notebook 02 computes them,
+    notebooks 03-05 read them). Returns ({task: data}, {(role, task): Attribution}, graph)."""
+    pools, att = {}, {}
+    for task in task_names:
+        pools[task] = pool_data(run_dir, task, pair.tokenizer, pool_limit, fallback_seed)
+        for role in ("arm", "mdm"):
+            att[(role, task)] = traced(pair, run_dir, role, task, pools[task], ig_steps=ig_steps,
+                                       batch_size=batch_size)
+    return pools, att, next(iter(att.values())).graph
+
+
+def circuit_size(graph: Graph, k_edges: int = 0, k_fraction: float = 0.1) -> int:
+    """K for a circuit: ``k_edges`` when positive, else a fraction of all edges (at least 1)."""
+    k = k_edges or max(1, round(k_fraction * graph.n_edges))
+    graph.top_edges(torch.zeros(graph.valid.shape), k)  # stops with a clear message if K is too large
+    return k

@@ -57,7 +57,7 @@ from mechshift_utils.comparison import (bootstrap_early_share, bootstrap_early_s
                                         component_importance, depth_profile, jaccard, profile_distance)
 from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams
-from mechshift_utils.tracing import pool_data, traced
+from mechshift_utils.tracing import circuit_size, trace_pair
 from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke).validated()
@@ -69,16 +69,11 @@ plotting.use_style()
 pair, run = prepare_pair(params, artifacts_dir)
 order = list(tasks.TASK_NAMES)
 regime = {t: tasks.get_task(t).regime for t in order}
-att = {}
-for task in order:
-    data = pool_data(run.run_dir, task, pair.tokenizer, pool_limit, fallback_seed=seed if smoke else None)
-    for role in ("arm", "mdm"):
-        att[(role, task)] = traced(pair, run.run_dir, role, task, data, ig_steps=ig_steps, batch_size=batch_size)
-graph = att[("arm", order[0])].graph
+pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps, batch_size,
+                               fallback_seed=seed if smoke else None)
 n_layers = graph.arch.n_layers
 n_early = early_layers or max(1, n_layers // 2)
-K = k_edges or max(1, round(k_fraction * graph.n_edges))
-graph.top_edges(att[("arm", order[0])].edge_scores, K)  # stops with a clear message if K is too large
+K = circuit_size(graph, k_edges, k_fraction)
 print(f"{graph.n_edges} edges; circuits of K = {K}; early layers = the first {n_early} of {n_layers}")
 
 # %% [markdown]

@@ -58,7 +58,7 @@ from mechshift_utils.graph import layer_of
 from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams
 from mechshift_utils.stats import bootstrap_ci
-from mechshift_utils.tracing import pool_data, traced
+from mechshift_utils.tracing import circuit_size, trace_pair
 from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke).validated()
@@ -69,16 +69,11 @@ for name, value in (("n_components", n_components), ("n_random", n_random), ("n_
 plotting.use_style()
 pair, run = prepare_pair(params, artifacts_dir)
 order = list(tasks.TASK_NAMES)
-pools, att = {}, {}
-for task in order:
-    pools[task] = pool_data(run.run_dir, task, pair.tokenizer, pool_limit, fallback_seed=seed if smoke else None)
-    for role in ("arm", "mdm"):
-        att[(role, task)] = traced(pair, run.run_dir, role, task, pools[task], ig_steps=ig_steps,
-                                   batch_size=32)
-graph = att[("arm", order[0])].graph
+pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps,
+                               fallback_seed=seed if smoke else None)
 n_layers = graph.arch.n_layers
 n_early = early_layers or max(1, n_layers // 2)
-K = k_edges or max(1, round(k_fraction * graph.n_edges))
+K = circuit_size(graph, k_edges, k_fraction)
 candidates = [n for n in graph.upstream if n != "input"]
 print(f"K = {K}; early layers: < {n_early}; {len(candidates)} heads and MLPs to choose from")
 

@@ -204,3 +204,11 @@ def test_saved_tables(micro_arm, ioi, tmp_path):
     assert list(edges.columns) == ["src", "dst", "score"] and len(edges) == res.graph.n_edges
     assert list(nodes.columns) == ["node", "score"] and len(nodes) == len(res.graph.upstream)
     assert (folder / "examples.jsonl").read_text().count("\n") == len(ioi)
+
+
+def test_stacking_ig_points_changes_nothing(micro_arm, ioi):
+    one = attribute(micro_arm, ioi, method="eap-ig", ig_steps=6, ig_batch=1, progress=False)
+    stacked = attribute(micro_arm, ioi, method="eap-ig", ig_steps=6, progress=False)
+    pairs = attribute(micro_arm, ioi, method="eap-ig", ig_steps=6, ig_batch=4, progress=False)
+    assert torch.allclose(one.edge_scores, stacked.edge_scores, rtol=1e-4, atol=1e-8)
+    assert torch.allclose(one.edge_scores, pairs.edge_scores, rtol=1e-4, atol=1e-8)
