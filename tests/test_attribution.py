@@ -5,7 +5,7 @@ import torch
 
 from mechshift_utils import tasks
 from mechshift_utils.arch import arch_of
-from mechshift_utils.attribute import attribute
+from mechshift_utils.attribute import attribute, norm_vjp
 from mechshift_utils.circuits import ablate_components, faithfulness_curve
 from mechshift_utils.embedded import ArmConfig, new_arm
 from mechshift_utils.graph import Graph
@@ -212,3 +212,28 @@ def test_stacking_ig_points_changes_nothing(micro_arm, ioi):
     pairs = attribute(micro_arm, ioi, method="eap-ig", ig_steps=6, ig_batch=4, progress=False)
     assert torch.allclose(one.edge_scores, stacked.edge_scores, rtol=1e-4, atol=1e-8)
     assert torch.allclose(one.edge_scores, pairs.edge_scores, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_stacked_norm_vjp_matches_autograd_per_cotangent(arch, micro_arm, tiny_llama_and_qwen):
+    model = micro_arm if arch == "gpt2" else tiny_llama_and_qwen["llama"]
+    a = arch_of(model)
+    norm = a.attn_norm(model, 1)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)  # not the identity, so the weight matters
+    x = torch.randn(2, 5, a.d_model)
+    cot = torch.randn(2, 5, 3, a.d_model)
+    got = norm_vjp(a.norm_fn(norm), x, cot)
+    for j in range(3):
+        xx = x.clone().requires_grad_(True)
+        (a.norm_fn(norm)(xx) * cot[:, :, j]).sum().backward()
+        assert torch.allclose(got[:, :, j], xx.grad, atol=1e-5)
+
+
+def test_attribution_leaves_the_model_untouched(micro_arm, ioi):
+    before = {n: p.detach().clone() for n, p in micro_arm.named_parameters()}
+    for method in ("eap", "eap-ig"):
+        attribute(micro_arm, ioi, method=method, ig_steps=3, progress=False)
+    for n, p in micro_arm.named_parameters():
+        assert p.grad is None, f"{n} got a gradient"
+        assert p.requires_grad and torch.equal(p, before[n])
