@@ -91,8 +91,14 @@ def trace_pair(pair: ModelPair, run_dir, task_names, pool_limit: int | None = No
     return pools, att, next(iter(att.values())).graph
 
 
-def circuit_size(graph: Graph, k_edges: int = 0, k_fraction: float = 0.1) -> int:
-    """K for a circuit: ``k_edges`` when positive, else a fraction of all edges (at least 1)."""
+REAL_PAIR_K = 1000  # the paper's circuit budget on 7B graphs
+
+
+def circuit_size(graph: Graph, k_edges: int = 0, k_fraction: float = 0.1, model_pair: str = "embedded") -> int:
+    """K for a circuit: ``k_edges`` when positive; else a fraction of all edges (at least 1) for the
+    small embedded graph, and the paper's K = 1000 for real pairs."""
+    if not k_edges and model_pair != "embedded":
+        k_edges = REAL_PAIR_K
     k = k_edges or max(1, round(k_fraction * graph.n_edges))
     graph.top_edges(torch.zeros(graph.valid.shape), k)  # stops with a clear message if K is too large
     return k

@@ -44,6 +44,7 @@ batch_size = 64
 
 # %%
 import matplotlib.pyplot as plt
+from tqdm import tqdm
 import pandas as pd
 import torch
 from IPython.display import display
@@ -86,7 +87,7 @@ import time
 
 start = time.perf_counter()
 rows, points, attributions = [], [], {}
-for task in order:
+for task in tqdm(order, desc="validation"):
     edges_subset = pools[task].subset(range(min(n_edge_validation, len(pools[task]))))
     for role, model in pair.items():
         kw = dict(batch_size=batch_size, shift=pair.shift, progress=False)
@@ -141,7 +142,7 @@ validation.to_csv(f"{figures_dir}/02_validation_spearman.csv", index=False)
 # %%
 steps_grid = [1, 2, 4, 8, 16, 32] if not smoke else [1, 2]
 rows = []
-for task in order:
+for task in tqdm(order, desc="completeness"):
     subset = pools[task].subset(range(min(n_completeness, len(pools[task]))))
     for role, model in pair.items():
         for steps in steps_grid:
@@ -178,7 +179,7 @@ plt.show()
 
 # %%
 curves = []
-for task in order:
+for task in tqdm(order, desc="faithfulness"):
     for role, model in pair.items():
         res = attributions[(role, task)]
         curve = faithfulness_curve(model, pools[task], res, k_sweep(res.graph.n_edges), batch_size=batch_size,
@@ -204,6 +205,45 @@ axes[0].set_ylabel("faithfulness")
 fig.suptitle(f"Faithfulness of top-K circuits ({res.graph.n_edges} edges in all)", y=1.02)
 fig.tight_layout()
 plotting.save_figure(fig, curves.merge(area, on=["task", "model"]), "02_faithfulness_curves", figures_dir)
+plt.show()
+
+# %% [markdown]
+# ## Greater-Than with the probability difference
+#
+# For Greater-Than the reference also scores circuits by probability mass: P(years after
+# the start year) − P(years from 02 to the start year) at the slot. Same engine, the
+# metric a parameter: how much do the node rankings depend on the metric, and how
+# faithful are the circuits under it?
+
+# %%
+from mechshift_utils.metrics import prob_diff
+
+gt = pools["greater_than"]
+rows, prob_curves = [], []
+for role, model in pair.items():
+    by_prob = attribute(model, gt, method="eap-ig", ig_steps=ig_steps, metric=prob_diff(gt), batch_size=batch_size,
+                        shift=pair.shift, progress=False)
+    curve = faithfulness_curve(model, gt, by_prob, k_sweep(by_prob.graph.n_edges), metric=prob_diff(gt),
+                               batch_size=batch_size, shift=pair.shift, progress=False)
+    prob_curves.append(curve.assign(model=role))
+    rows.append({"model": role, "prob_diff_clean": float(by_prob.metric_clean.mean()),
+                 "prob_diff_corrupted": float(by_prob.metric_ablated.mean()),
+                 "spearman_nodes_vs_logit_diff": spearman(by_prob.node_scores,
+                                                          attributions[(role, "greater_than")].node_scores),
+                 "faithfulness_auc": curve_area(curve)})
+prob_summary = pd.DataFrame(rows)
+display(prob_summary)
+prob_curves = pd.concat(prob_curves, ignore_index=True)
+fig, ax = plt.subplots(figsize=(5, 3.4))
+for role in ("arm", "mdm"):
+    sub = prob_curves[prob_curves.model == role]
+    ax.plot(sub.fraction, sub.faithfulness, marker="o", ms=3, color=plotting.MODEL_COLORS[role],
+            label=plotting.MODEL_LABELS[role])
+ax.axhline(1, color="0.6", lw=0.8, ls="--")
+ax.set(xscale="log", xlabel="fraction of edges kept", ylabel="faithfulness (probability difference)",
+       title="Greater-Than circuits under the probability metric")
+ax.legend(fontsize=8)
+plotting.save_figure(fig, prob_curves.merge(prob_summary, on="model"), "02_greater_than_prob_diff", figures_dir)
 plt.show()
 
 # %% [markdown]

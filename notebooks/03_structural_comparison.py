@@ -39,7 +39,7 @@ ig_steps = 8  # must match notebook 02 (its cached attributions are reused)
 pool_limit = 300
 batch_size = 32
 k_fraction = 0.1  # circuit size for the embedded graph, as a fraction of all edges
-k_edges = 0  # a fixed K instead when positive; the paper uses 1000 on 7B graphs
+k_edges = 0  # a fixed K when positive; 0: k_fraction of all edges (embedded), 1000 (real pairs)
 early_layers = 0  # layers counted as "early"; 0: the first half
 n_boot = 200  # bootstrap resamples over examples
 overlap_threshold = 0.5  # claim 1 "high overlap": mean Jaccard at K on prefix-dominant tasks at least this
@@ -73,7 +73,7 @@ pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps, b
                                fallback_seed=seed if smoke else None)
 n_layers = graph.arch.n_layers
 n_early = early_layers or max(1, n_layers // 2)
-K = circuit_size(graph, k_edges, k_fraction)
+K = circuit_size(graph, k_edges, k_fraction, model_pair)
 print(f"{graph.n_edges} edges; circuits of K = {K}; early layers = the first {n_early} of {n_layers}")
 
 # %% [markdown]

@@ -39,7 +39,7 @@ ig_steps = 8  # must match notebook 02 (its cached attributions are reused)
 pool_limit = 300
 batch_size = 64
 k_fraction = 0.1
-k_edges = 0
+k_edges = 0  # a fixed K when positive; 0: k_fraction of all edges (embedded), 1000 (real pairs)
 early_layers = 0  # 0: the first half
 n_components = 3
 n_random = 5
@@ -47,6 +47,7 @@ n_boot = 500
 
 # %%
 import matplotlib.pyplot as plt
+from tqdm import tqdm
 import numpy as np
 import pandas as pd
 from IPython.display import display
@@ -73,7 +74,7 @@ pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps,
                                fallback_seed=seed if smoke else None)
 n_layers = graph.arch.n_layers
 n_early = early_layers or max(1, n_layers // 2)
-K = circuit_size(graph, k_edges, k_fraction)
+K = circuit_size(graph, k_edges, k_fraction, model_pair)
 candidates = [n for n in graph.upstream if n != "input"]
 print(f"K = {K}; early layers: < {n_early}; {len(candidates)} heads and MLPs to choose from")
 
@@ -100,7 +101,7 @@ display(groups[groups.group != "random"].pivot_table(index="task", columns=["mod
 # %%
 rows = []
 for ablation in ("zero", "mean"):
-    for (task, role), sub in groups.groupby(["task", "model"], sort=False):
+    for (task, role), sub in tqdm(list(groups.groupby(["task", "model"], sort=False)), desc=f"{ablation} ablation"):
         labelled = {f"{g.group}#{g.draw}": g.components for g in sub.itertuples()}
         per_example = ablate_components(pair.model(role), pools[task], labelled, ablation, batch_size=batch_size,
                                         shift=pair.shift)

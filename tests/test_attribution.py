@@ -237,3 +237,17 @@ def test_attribution_leaves_the_model_untouched(micro_arm, ioi):
     for n, p in micro_arm.named_parameters():
         assert p.grad is None, f"{n} got a gradient"
         assert p.requires_grad and torch.equal(p, before[n])
+
+
+def test_probability_difference_metric_by_hand(tokenizer):
+    from mechshift_utils.metrics import prob_diff
+
+    data = encode_examples(tasks.generate("greater_than", 3, 0), tokenizer)
+    logits = torch.randn(3, len(tokenizer))
+    got = prob_diff(data)(logits, torch.arange(3))
+    probs = logits.softmax(-1)
+    for i, ex in enumerate(data.examples):
+        start = ex.meta["start_year"]
+        above = [tokenizer.convert_tokens_to_ids(f"{y:02d}") for y in range(start + 1, 100)]
+        below = [tokenizer.convert_tokens_to_ids(f"{y:02d}") for y in range(2, start + 1)]
+        assert torch.allclose(got[i], probs[i, above].sum() - probs[i, below].sum(), atol=1e-6)

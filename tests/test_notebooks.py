@@ -8,7 +8,8 @@ from mechshift_utils.notebooks import NotebookFailed, discover, main, run_all, t
 EXPECTED_FIGURES = {
     "01_post_training": ["01_arm_training_curve", "01_post_training_loss", "01_accuracy_arm_vs_mdm",
                          "01_accuracy_along_post_training", "01_common_correct_pool"],
-    "02_circuit_tracing": ["02_eapig_vs_exact_nodes", "02_completeness_vs_ig_steps", "02_faithfulness_curves"],
+    "02_circuit_tracing": ["02_eapig_vs_exact_nodes", "02_completeness_vs_ig_steps", "02_faithfulness_curves",
+                           "02_greater_than_prob_diff"],
     "03_structural_comparison": ["03_jaccard_vs_k", "03_component_importance", "03_depth_profile",
                                  "03_early_layer_share", "03_circuit_diagrams"],
     "04_targeted_ablations": ["04_ablation_metric_drop", "04_ablation_accuracy_drop"],
