@@ -140,7 +140,6 @@ class _Runner:
                         embed_override: torch.Tensor | None, repeats: int = 1) -> torch.Tensor:
         """Per example [batch, n_up, n_down]: delta[u] . dM/d(input of v), summed over ``repeats`` runs
         stacked in one pass (``embed_override`` [repeats * batch, pos, d]: e.g. several IG points)."""
-        a, nn, g = self.arch, self.nn, self.graph
         if repeats > 1:
             ids, read, index = ids.repeat(repeats, 1), read.repeat(repeats), index.repeat(repeats)
         # Only activation gradients are wanted: the weights are frozen for the pass (no .grad piles up
@@ -155,7 +154,7 @@ class _Runner:
                 p.requires_grad_(True)
 
     def _gradient_scores(self, ids, read, index, metric, delta, embed_override, repeats):
-        a, nn, g = self.arch, self.nn, self.graph
+        a, nn = self.arch, self.nn
         x_attn, qkv, x_mlp, mlp_out = [], [], [], []
         g_mlp, g_qkv, g_final = [None] * a.n_layers, [None] * a.n_layers, [None]
         with nn.trace(ids.to(self.device)):

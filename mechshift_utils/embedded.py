@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from .models import load_checkpoint, set_bidirectional
+from .models import load_checkpoint
 from .post_training import post_train
 from .runtime import resolve_device, set_seed
 from .tasks import task_vocabulary

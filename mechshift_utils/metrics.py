@@ -12,7 +12,6 @@ import torch
 from .vocab import EncodedTask
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-METRICS = ("logit_diff", "prob_diff")
 
 
 def logit_diff(data: EncodedTask) -> Metric:
@@ -43,16 +42,6 @@ def prob_diff(data: EncodedTask) -> Metric:
                             for row, i in enumerate(index.tolist())])
 
     return metric
-
-
-def get_metric(name: str, data: EncodedTask) -> Metric:
-    if name == "logit_diff":
-        return logit_diff(data)
-    if name == "prob_diff":
-        return prob_diff(data)
-    from .validation import ParameterError
-
-    raise ParameterError(f"metric: expected one of {list(METRICS)}, got {name!r}")
 
 
 def first_slot_accuracy(data: EncodedTask) -> Metric:

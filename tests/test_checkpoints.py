@@ -7,8 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mechshift_utils.embedded import (ArmConfig, PostTrainConfig, arm_run_dir, mdm_checkpoints,
-                                      pair_run_dir, prepare_embedded_pair)
+from mechshift_utils.embedded import (ArmConfig, PostTrainConfig, arm_run_dir, pair_run_dir, prepare_embedded_pair)
 from mechshift_utils.models import is_bidirectional, load_pair
 from mechshift_utils.training import RESUME_FILE
 from mechshift_utils.validation import ParameterError

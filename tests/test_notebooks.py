@@ -1,5 +1,4 @@
 """Every notebook runs end to end under papermill with smoke=True (tiny sizes)."""
-from pathlib import Path
 
 import pytest
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mechshift_utils import tasks
-from mechshift_utils.models import Decoding, ModelPair, set_bidirectional
+from mechshift_utils.models import Decoding, ModelPair
 from mechshift_utils.scoring import (common_correct, decode, is_correct, load_pool, logit_difference,
                                      save_pool, score_task, slot_logits)
 from mechshift_utils.validation import ParameterError
@@ -85,7 +85,6 @@ def test_unknown_decoding_order():
 
 def test_same_sequence_for_both_models_and_pool(tmp_path, tokenizer, micro_arm):
     """score_task feeds ARM and MDM the identical clean ids; the pool keeps what both solve."""
-    import copy
 
     data = encode_examples(tasks.generate("ioi", 16, 0), tokenizer)
     arm, mdm = PositionEcho(len(tokenizer)), PositionEcho(len(tokenizer))
