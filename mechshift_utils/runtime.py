@@ -63,3 +63,14 @@ def stable_seed(*parts: object) -> int:
 
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") % 2**63
+
+
+def figures_dir_for(figures_dir, smoke: bool):
+    """Where a notebook writes its figures: smoke runs never overwrite the committed ``figures/``
+    (they go to ``outputs/smoke_figures/`` instead, unless another folder was asked for)."""
+    from pathlib import Path
+
+    repo_figures = Path(__file__).resolve().parent.parent / "figures"
+    if smoke and Path(figures_dir).resolve() == repo_figures:
+        return str(repo_figures.parent / "outputs" / "smoke_figures")
+    return str(figures_dir)

@@ -45,10 +45,11 @@ from IPython.display import display
 from mechshift_utils import plotting, tasks
 from mechshift_utils.evaluation import accuracy_along_post_training, build_pools, eval_sets, evaluate_pair
 from mechshift_utils.pipeline import prepare_pair
-from mechshift_utils.runtime import NotebookParams
+from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke).validated()
+figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     n_eval, n_eval_curve = min(n_eval, 24), min(n_eval_curve, 12)
 check_positive_int("n_eval", n_eval)

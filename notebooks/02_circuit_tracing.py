@@ -53,12 +53,13 @@ from mechshift_utils import plotting, tasks
 from mechshift_utils.attribute import attribute
 from mechshift_utils.circuits import curve_area, faithfulness_curve, k_sweep
 from mechshift_utils.pipeline import prepare_pair
-from mechshift_utils.runtime import NotebookParams
+from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.stats import spearman
 from mechshift_utils.tracing import pool_data, traced
 from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke).validated()
+figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, n_edge_validation, n_completeness, ig_steps = min(pool_limit, 8), 2, 4, min(ig_steps, 2)
 for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit),

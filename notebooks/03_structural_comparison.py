@@ -56,11 +56,12 @@ from mechshift_utils.circuits import k_sweep
 from mechshift_utils.comparison import (bootstrap_early_share, bootstrap_early_share_difference,
                                         component_importance, depth_profile, jaccard, profile_distance)
 from mechshift_utils.pipeline import prepare_pair
-from mechshift_utils.runtime import NotebookParams
+from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.tracing import circuit_size, trace_pair
 from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke).validated()
+figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, ig_steps, n_boot = min(pool_limit, 8), min(ig_steps, 2), min(n_boot, 10)
 for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit), ("n_boot", n_boot)):

@@ -57,12 +57,13 @@ from mechshift_utils.circuits import ablate_components
 from mechshift_utils.comparison import component_importance
 from mechshift_utils.graph import layer_of
 from mechshift_utils.pipeline import prepare_pair
-from mechshift_utils.runtime import NotebookParams
+from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.stats import bootstrap_ci
 from mechshift_utils.tracing import circuit_size, trace_pair
 from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke).validated()
+figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, ig_steps, n_random, n_boot = min(pool_limit, 8), min(ig_steps, 2), min(n_random, 2), min(n_boot, 20)
 for name, value in (("n_components", n_components), ("n_random", n_random), ("n_boot", n_boot)):

@@ -51,3 +51,14 @@ def test_evaluation_sizes(tokenizer):
         eval_sets(tokenizer, 0, 0)
     with pytest.raises(ParameterError, match="task: expected one of"):
         eval_sets(tokenizer, 3, 0, task_names=["ioi", "sorting"])
+
+
+def test_smoke_runs_never_write_the_committed_figures(tmp_path):
+    from pathlib import Path
+
+    from mechshift_utils.runtime import figures_dir_for
+
+    repo_figures = Path(__file__).resolve().parents[1] / "figures"
+    assert Path(figures_dir_for(repo_figures, True)).name == "smoke_figures"
+    assert figures_dir_for(repo_figures, False) == str(repo_figures)
+    assert figures_dir_for(tmp_path, True) == str(tmp_path)
