@@ -42,6 +42,11 @@ def depth_profile(importance: pd.Series, n_layers: int) -> pd.Series:
     return by_layer / total if total > 0 else by_layer
 
 
+def early_layer_count(n_layers: int, early_layers: int = 0) -> int:
+    """How many leading layers count as "early": ``early_layers`` when positive, else the first half."""
+    return early_layers or max(1, n_layers // 2)
+
+
 def early_share(profile: pd.Series, n_early: int) -> float:
     return float(profile.iloc[:n_early].sum())
 

@@ -53,7 +53,7 @@ from IPython.display import display
 
 from mechshift_utils import plotting, tasks
 from mechshift_utils.circuits import k_sweep
-from mechshift_utils.comparison import (bootstrap_early_share, bootstrap_early_share_difference,
+from mechshift_utils.comparison import (bootstrap_early_share, early_layer_count, bootstrap_early_share_difference,
                                         component_importance, depth_profile, jaccard, profile_distance)
 from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams, figures_dir_for
@@ -73,7 +73,7 @@ regime = {t: tasks.get_task(t).regime for t in order}
 pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps, batch_size,
                                fallback_seed=seed if smoke else None)
 n_layers = graph.arch.n_layers
-n_early = early_layers or max(1, n_layers // 2)
+n_early = early_layer_count(n_layers, early_layers)
 K = circuit_size(graph, k_edges, k_fraction, model_pair)
 print(f"{graph.n_edges} edges; circuits of K = {K}; early layers = the first {n_early} of {n_layers}")
 

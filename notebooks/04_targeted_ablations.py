@@ -54,7 +54,7 @@ from IPython.display import display
 
 from mechshift_utils import plotting, tasks
 from mechshift_utils.circuits import ablate_components
-from mechshift_utils.comparison import component_importance
+from mechshift_utils.comparison import component_importance, early_layer_count
 from mechshift_utils.graph import layer_of
 from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams, figures_dir_for
@@ -74,7 +74,7 @@ order = list(tasks.TASK_NAMES)
 pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps,
                                fallback_seed=seed if smoke else None)
 n_layers = graph.arch.n_layers
-n_early = early_layers or max(1, n_layers // 2)
+n_early = early_layer_count(n_layers, early_layers)
 K = circuit_size(graph, k_edges, k_fraction, model_pair)
 candidates = [n for n in graph.upstream if n != "input"]
 print(f"K = {K}; early layers: < {n_early}; {len(candidates)} heads and MLPs to choose from")

@@ -37,3 +37,10 @@ def test_spearman_and_bootstrap():
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) > 0.9
     mean, low, high = bootstrap_ci([1.0] * 10 + [3.0] * 10, n_boot=500, seed=0)
     assert mean == 2.0 and low < 2.0 < high
+
+
+def test_early_layer_count():
+    from mechshift_utils.comparison import early_layer_count
+
+    assert early_layer_count(4) == 2 and early_layer_count(28) == 14 and early_layer_count(1) == 1
+    assert early_layer_count(28, 7) == 7
