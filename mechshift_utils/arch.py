@@ -57,6 +57,15 @@ class Arch:
         blk = self.layer(m, layer)
         return blk.attn.c_proj if self.family == "gpt2" else blk.self_attn.o_proj
 
+    def mlp_out_proj(self, m, layer):
+        """The MLP's output projection: its input is the vector of neuron activations."""
+        mlp = self.mlp(m, layer)
+        return mlp.c_proj if self.family == "gpt2" else mlp.down_proj
+
+    def unembed(self, m):
+        """The unembedding (``lm_head``), [vocab, d_model] weight."""
+        return m.lm_head
+
     def qkv_modules(self, m, layer) -> list:
         """The projection modules whose outputs are the queries, keys and values (in call order)."""
         blk = self.layer(m, layer)
@@ -70,6 +79,11 @@ class Arch:
         w = self.o_proj(hf, layer).weight
         w = w if self.family == "gpt2" else w.T  # Conv1D stores [in, out]; Linear [out, in]
         return w.reshape(self.n_heads, self.head_dim, self.d_model)
+
+    def mlp_out_weights(self, hf, layer) -> torch.Tensor:
+        """W_out per neuron, [n_neurons, d_model]: neuron n writes act_n * W_out[n] to the residual."""
+        w = self.mlp_out_proj(hf, layer).weight
+        return w if self.family == "gpt2" else w.T
 
     def qkv_weights(self, hf, layer) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Stacked input projections of every q/k/v destination, [n_dest, d_model, head_dim], and biases

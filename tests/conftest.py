@@ -33,3 +33,17 @@ def tiny_llama_and_qwen():
                   bos_token_id=0, eos_token_id=0, pad_token_id=0)
     return {"llama": LlamaForCausalLM(LlamaConfig(**common)).eval(),
             "qwen2": Qwen2ForCausalLM(Qwen2Config(**common)).eval()}
+
+
+@pytest.fixture()
+def micro_models(micro_arm, tokenizer):
+    """The three architectures over the task vocabulary: micro GPT-2, and tiny Llama and Qwen2 with
+    grouped-query attention (2 layers, width 32), random weights, causal."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  bos_token_id=2, eos_token_id=2, pad_token_id=0)
+    return {"gpt2": micro_arm, "llama": LlamaForCausalLM(LlamaConfig(**common)).eval(),
+            "qwen2": Qwen2ForCausalLM(Qwen2Config(**common)).eval()}

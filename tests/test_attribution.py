@@ -26,22 +26,10 @@ def countdown(tokenizer):
     return encode_examples(tasks.generate("countdown", 5, 1), tokenizer)
 
 
-def _models(micro_arm, tiny_llama_and_qwen, tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                  bos_token_id=2, eos_token_id=2, pad_token_id=0)
-    return {"gpt2": micro_arm, "llama": LlamaForCausalLM(LlamaConfig(**common)).eval(),
-            "qwen2": Qwen2ForCausalLM(Qwen2Config(**common)).eval()}
-
-
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_methods_agree_with_exact_patching(arch, bidirectional, micro_arm, tiny_llama_and_qwen, tokenizer,
-                                           countdown):
-    model = set_bidirectional(_models(micro_arm, tiny_llama_and_qwen, tokenizer)[arch], bidirectional)
+def test_methods_agree_with_exact_patching(arch, bidirectional, micro_models, countdown):
+    model = set_bidirectional(micro_models[arch], bidirectional)
     exact = attribute(model, countdown, method="exact", progress=False)
     clean = logit_difference(model, countdown.clean_ids, countdown.answer_positions, countdown.correct_ids,
                              countdown.counterfactual_ids)
