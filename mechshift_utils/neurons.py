@@ -289,3 +289,13 @@ def explain_neurons(acts: torch.Tensor, names: list[str], data: EncodedTask, tok
                      "explanation": explanation, "top_tokens": " | ".join(tokens),
                      "top_contexts": " || ".join(contexts), "max_abs_activation": float(a.abs().max())})
     return pd.DataFrame(rows)
+
+
+def feature_kind(feature: str) -> str:
+    """The kind of an explanation: "token" (a token's identity), "position", or "role" (read-out
+    position, answer slot, corrupted position, repeat, an answer in the input)."""
+    if feature.startswith("the token "):
+        return "token"
+    if feature.startswith("position "):
+        return "position"
+    return "role"

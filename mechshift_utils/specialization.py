@@ -107,3 +107,23 @@ def claim3_verdict(differences: pd.DataFrame, measures=("entropy_norm", "gini", 
 def regime_verdict(task_verdicts: list[str]) -> str:
     """A regime's verdict from its tasks': the common one when they agree, else "differs by task"."""
     return task_verdicts[0] if len(set(task_verdicts)) == 1 else "differs by task"
+
+
+def model_components(graph) -> list[str]:
+    """The components whose concentration is measured: every head and MLP (not the embeddings)."""
+    return [name for name in graph.upstream if name != "input"]
+
+
+def importance_weights(graph, edge_scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Circuit importance of every head and MLP (notebook 03's s(v) on the top-k circuit), 0 for those
+    outside the circuit, in :func:`model_components` order."""
+    from .comparison import component_importance
+
+    importance = component_importance(graph, edge_scores, graph.top_edges(edge_scores, k))
+    return torch.tensor(importance.reindex(model_components(graph), fill_value=0.0).to_numpy())
+
+
+def alignment_weights(graph, dla: torch.Tensor) -> torch.Tensor:
+    """|mean direct logit attribution| of every head and MLP ([n, n_up] per example in, one vector out)."""
+    keep = [graph.upstream.index(name) for name in model_components(graph)]
+    return dla[:, keep].double().mean(0).abs()

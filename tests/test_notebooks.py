@@ -12,6 +12,8 @@ EXPECTED_FIGURES = {
     "03_structural_comparison": ["03_jaccard_vs_k", "03_component_importance", "03_depth_profile",
                                  "03_early_layer_share", "03_circuit_diagrams"],
     "04_targeted_ablations": ["04_ablation_metric_drop", "04_ablation_accuracy_drop"],
+    "05_semantic_specialization": ["05_direct_logit_attribution", "05_logit_lens_top_components",
+                                   "05_specialization", "05_neuron_ig_vs_exact", "05_neuron_selectivity"],
 }
 
 
