@@ -85,10 +85,12 @@ def known_pairs() -> list[str]:
     return list(_REGISTRY)
 
 
-def load_pair(model_pair: str, checkpoint_dir: str | Path | None = None, device: str = "auto") -> ModelPair:
+def load_pair(model_pair: str, checkpoint_dir: str | Path | None = None, device: str = "auto",
+              **options) -> ModelPair:
+    """``options`` (e.g. ``dtype``, ``device_map``; see mechshift_utils.real_pairs) go to the pair's loader."""
     if model_pair not in _REGISTRY:
         raise ParameterError(f"model_pair: expected one of {known_pairs()}, got {model_pair!r}")
-    return _REGISTRY[model_pair](checkpoint_dir=checkpoint_dir, device=device)
+    return _REGISTRY[model_pair](checkpoint_dir=checkpoint_dir, device=device, **options)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> PreTrainedModel:
@@ -124,3 +126,6 @@ def _load_embedded(checkpoint_dir=None, device="auto") -> ModelPair:
 
 
 register_pair("embedded", _load_embedded)
+
+
+from . import real_pairs  # noqa: E402,F401  (registers the real pairs; models is fully defined by now)
