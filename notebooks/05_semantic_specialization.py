@@ -141,7 +141,8 @@ def grid(table):
     return out
 
 
-fig, axes = plt.subplots(2, len(order), figsize=(3.0 * len(order), 0.45 * a.n_layers * 2 + 2.2), squeeze=False)
+fig, axes = plt.subplots(2, len(order), figsize=(3.2 * len(order), 0.45 * a.n_layers * 2 + 2.4), squeeze=False,
+                         layout="constrained")
 for c, task in enumerate(order):
     mats = {role: grid(dla_table[(dla_table.task == task) & (dla_table.model == role)]) for role in roles}
     vmax = max(np.abs(m).max() for m in mats.values()) or 1.0
@@ -154,8 +155,8 @@ for c, task in enumerate(order):
         ax.set_title(f"{task} · {plotting.MODEL_LABELS[role]}", fontsize=9)
         if c == 0:
             ax.set_ylabel("layer")
-    fig.colorbar(im, ax=axes[:, c].tolist(), shrink=0.8, pad=0.02)
-fig.suptitle("Direct logit attribution to correct - counterfactual at the read-out position", y=1.02)
+    fig.colorbar(im, ax=axes[:, c].tolist(), shrink=0.6, location="bottom", label="mean DLA")
+fig.suptitle("Direct logit attribution to correct - counterfactual at the read-out position")
 plotting.save_figure(fig, dla_table, "05_direct_logit_attribution", figures_dir)
 plt.show()
 
