@@ -164,6 +164,8 @@ def _save(model, tokenizer, path: Path, extra_config: dict | None = None) -> Non
 class EmbeddedRun:
     """Where a prepared embedded pair lives, and its training logs."""
 
+    trained = True  # class attribute: this run trained its pair (see pipeline.PairRun)
+
     arm_dir: Path
     run_dir: Path
     arm_log: pd.DataFrame

@@ -11,24 +11,46 @@ from . import tasks as task_lib
 from .models import ModelPair, load_checkpoint
 from .scoring import accuracy_table, common_correct, save_pool, score_task
 from .validation import ParameterError, check_non_negative_int, check_positive_int
-from .vocab import EncodedTask, encode_examples
+from .tasks.real import generate_real, get_real_task, is_real
+from .vocab import EncodedTask, encode_examples, is_word_level
 
 EVAL_STREAM = 1_000_003  # evaluation examples come from a seed stream apart from training's
 
 
-def eval_sets(tokenizer, n: int, seed: int, task_names=task_lib.TASK_NAMES) -> dict[str, EncodedTask]:
-    """n encoded evaluation examples per task (the same for every model of the pair)."""
+def task_examples(task: str, n: int, seed: int, tokenizer) -> list:
+    """n seeded examples of a task in the form the tokenizer reads: the embedded word-level tasks for
+    the embedded pair's tokenizer, the real-text tasks (mechshift_utils.tasks.real) for a subword one."""
+    return task_lib.generate(task, n, seed) if is_word_level(tokenizer) else generate_real(task, n, seed)
+
+
+def encode_for(examples, tokenizer, mask_token_id: int | None = None) -> EncodedTask:
+    """Examples as tensors for a pair: a subword tokenizer masks with the pair's ``mask_token_id`` and
+    drops (and counts, in ``EncodedTask.dropped``) examples it cannot score position by position."""
+    return encode_examples(examples, tokenizer, None if is_word_level(tokenizer) else mask_token_id)
+
+
+def eval_sets(tokenizer, n: int, seed: int, task_names=task_lib.TASK_NAMES,
+              mask_token_id: int | None = None) -> dict[str, EncodedTask]:
+    """n evaluation examples per task, encoded (the same for every model of the pair; with a subword
+    tokenizer fewer, see ``EncodedTask.dropped``)."""
     check_positive_int("n", n)
     check_non_negative_int("seed", seed)
-    return {name: encode_examples(task_lib.generate(name, n, seed + EVAL_STREAM), tokenizer)
+    return {name: encode_for(task_examples(name, n, seed + EVAL_STREAM, tokenizer), tokenizer, mask_token_id)
             for name in task_names}
+
+
+def dropped_table(data: dict[str, EncodedTask]) -> pd.DataFrame:
+    """Per task: examples kept, and examples dropped by reason (subword tokenizers only)."""
+    rows = [{"task": name, "kept": len(d), "dropped": d.n_dropped,
+             "reasons": "; ".join(f"{r}: {c}" for r, c in d.dropped.items())} for name, d in data.items()]
+    return pd.DataFrame(rows)
 
 
 def chance_levels(data: dict[str, EncodedTask]) -> pd.DataFrame:
     """Accuracy of a uniform guess among each task's format candidates, averaged over the examples."""
     rows = []
     for name, d in data.items():
-        task = task_lib.get_task(name)
+        task = get_real_task(name) if is_real(d.examples[0]) else task_lib.get_task(name)
         rows.append({"task": name, "chance": sum(task.chance(e) for e in d.examples) / len(d)})
     return pd.DataFrame(rows)
 
@@ -41,11 +63,15 @@ def evaluate_pair(pair: ModelPair, data: dict[str, EncodedTask]) -> tuple[pd.Dat
     return scores, table
 
 
-def build_pools(scores: pd.DataFrame, data: dict[str, EncodedTask], out_dir) -> pd.DataFrame:
-    """Save each task's common-correct pool as ``<out_dir>/<task>.jsonl``; returns the pool sizes."""
+def build_pools(scores: pd.DataFrame, data: dict[str, EncodedTask], out_dir, max_size: int | None = None
+                ) -> pd.DataFrame:
+    """Save each task's common-correct pool (its first ``max_size`` examples when given; the paper
+    uses 500) as ``<out_dir>/<task>.jsonl``; returns the pool sizes."""
+    if max_size is not None:
+        check_positive_int("max_size", max_size)
     rows = []
     for name, d in data.items():
-        keep = common_correct(scores[scores.task == name])
+        keep = common_correct(scores[scores.task == name])[:max_size]
         path = save_pool(d, keep, Path(out_dir) / f"{name}.jsonl")
         rows.append({"task": name, "regime": d.regime, "pool_size": len(keep), "evaluated": len(d),
                      "path": str(path)})

@@ -158,7 +158,10 @@ def register_local_pair(name: str, arm_path: str | Path, mdm_path: str | Path, l
 
         from mechshift_utils.real_pairs import register_local_pair
         register_local_pair("my-pair", "/models/my-arm", "/models/my-mdm", layout="llama", mask_token_id=811)
-        # then run a notebook with  model_pair = "my-pair"
+        pair = load_pair("my-pair")
+
+    Notebooks run in their own kernel: give them the pair as a JSON file instead
+    (:func:`register_pair_file`), ``./run_all.sh -p model_pair my-pair.json``.
 
     ``layout`` is the MDM's folder layout, one of :data:`LAYOUTS`; ``arm_layout``
     the ARM's (default "hf"). ``mask_token`` names the mask when the MDM added it
@@ -175,6 +178,37 @@ def register_local_pair(name: str, arm_path: str | Path, mdm_path: str | Path, l
                     arm_mask_token_id=arm_mask_token_id, arm_layout=arm_layout,
                     arm_path=str(arm_path), mdm_path=str(mdm_path), notes=notes)
     return register_spec(spec)
+
+
+PAIR_FILE_KEYS = {"name", "arm", "mdm", "layout", "mask_token_id", "mask_token", "arm_mask_token_id",
+                  "arm_layout", "notes"}
+
+
+def register_pair_file(path) -> str:
+    """Register the pair a JSON file describes and return its name: how a notebook (a separate kernel)
+    gets your own pair, with ``-p model_pair path/to/pair.json``. The file holds ``name``, ``arm`` and
+    ``mdm`` (folders; relative ones are relative to the file), ``layout`` and ``mask_token_id``, and
+    optionally ``mask_token``, ``arm_mask_token_id``, ``arm_layout``, ``notes`` (as
+    :func:`register_local_pair`)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ParameterError(f"model_pair: no pair file at {file}")
+    try:
+        spec = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ParameterError(f"model_pair: {file} is not valid JSON ({err})") from None
+    if not isinstance(spec, dict):
+        raise ParameterError(f"model_pair: {file} must hold a JSON object, got {type(spec).__name__}")
+    missing = {"name", "arm", "mdm", "layout", "mask_token_id"} - set(spec)
+    unknown = set(spec) - PAIR_FILE_KEYS
+    if missing or unknown:
+        raise ParameterError(f"model_pair: {file} must have the keys name, arm, mdm, layout, mask_token_id "
+                             f"(missing: {sorted(missing)}; unknown: {sorted(unknown)})")
+    folder = file.resolve().parent
+    options = {k: spec[k] for k in ("mask_token", "arm_mask_token_id", "arm_layout", "notes") if k in spec}
+    register_local_pair(spec["name"], folder / spec["arm"], folder / spec["mdm"], spec["layout"],
+                        spec["mask_token_id"], **options)
+    return spec["name"]
 
 
 def pair_spec(name: str) -> PairSpec:

@@ -10,6 +10,7 @@ import torch
 from .validation import ParameterError, check_bool, check_non_negative_int
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -39,22 +40,40 @@ def set_seed(seed: int) -> None:
 
 @dataclass(frozen=True)
 class NotebookParams:
-    """The parameters every notebook accepts (its papermill `parameters` cell)."""
+    """The parameters every notebook accepts (its papermill `parameters` cell).
+
+    ``model_pair``: a registered pair name, or the path of a pair file (JSON, see
+    mechshift_utils.real_pairs.register_pair_file); :meth:`validated` registers the
+    file and returns the parameters with the pair's name. ``dtype``: the real pairs'
+    weights ("auto": bfloat16 on CUDA, float32 elsewhere); the embedded pair is float32.
+    """
 
     model_pair: str = "embedded"
     seed: int = 0
     device: str = "auto"
     smoke: bool = False
+    dtype: str = "auto"
 
     def validated(self) -> "NotebookParams":
+        from dataclasses import replace
+        from pathlib import Path
+
         from .models import known_pairs  # late import: models imports runtime
 
-        if self.model_pair not in known_pairs():
-            raise ParameterError(f"model_pair: expected one of {known_pairs()}, got {self.model_pair!r}")
-        check_non_negative_int("seed", self.seed)
-        resolve_device(self.device)
-        check_bool("smoke", self.smoke)
-        return self
+        params = self
+        if isinstance(self.model_pair, str) and self.model_pair.endswith(".json"):
+            from .real_pairs import register_pair_file
+
+            params = replace(self, model_pair=register_pair_file(Path(self.model_pair).expanduser()))
+        if params.model_pair not in known_pairs():
+            raise ParameterError(f"model_pair: expected one of {known_pairs()} or the path of a pair .json file, "
+                                 f"got {params.model_pair!r}")
+        check_non_negative_int("seed", params.seed)
+        resolve_device(params.device)
+        check_bool("smoke", params.smoke)
+        if params.dtype not in DTYPES:
+            raise ParameterError(f"dtype: expected one of {list(DTYPES)}, got {params.dtype!r}")
+        return params
 
 
 def stable_seed(*parts: object) -> int:

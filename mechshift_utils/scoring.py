@@ -135,7 +135,9 @@ def common_correct(scores: pd.DataFrame) -> list[int]:
 
 
 def save_pool(data: EncodedTask, indices: list[int], path: str | Path) -> Path:
-    """Write the common-correct pool as JSON lines: words and token ids, enough to recompute any score."""
+    """Write the common-correct pool as JSON lines: words (or text pieces) and token ids, enough to
+    recompute any score. ``answer_positions`` stays the example's own (word or piece) positions;
+    ``answer_token_positions`` are the slots in the token ids (the same for the embedded pair)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
@@ -143,7 +145,7 @@ def save_pool(data: EncodedTask, indices: list[int], path: str | Path) -> Path:
             record = data.examples[i].to_dict()
             record.update(example=i, clean_ids=data.clean_ids[i].tolist(),
                           corrupted_ids=data.corrupted_ids[i].tolist(),
-                          answer_positions=data.answer_positions[i].tolist(),
+                          answer_token_positions=data.answer_positions[i].tolist(),
                           correct_ids=data.correct_ids[i].tolist(),
                           counterfactual_ids=data.counterfactual_ids[i].tolist())
             f.write(json.dumps(record) + "\n")

@@ -17,17 +17,18 @@ from .graph import Graph
 from .arch import arch_of
 from .models import ModelPair
 from .tasks import TaskExample
-from .vocab import EncodedTask, encode_examples
+from .vocab import EncodedTask
 from .scoring import load_pool
 
 
-def pool_data(run_dir, task: str, tokenizer, limit: int | None = None, fallback_seed: int | None = None
-              ) -> EncodedTask:
+def pool_data(run_dir, task: str, tokenizer, limit: int | None = None, fallback_seed: int | None = None,
+              mask_token_id: int | None = None) -> EncodedTask:
     """The common-correct pool of a task (written by notebook 01) as encoded task data.
 
     ``fallback_seed`` (smoke runs only, where barely trained models may solve
     nothing): an empty pool is replaced by ``limit`` generated examples, with a
-    printed warning, so the pipeline still runs end to end.
+    printed warning, so the pipeline still runs end to end. ``mask_token_id``:
+    the pair's, for a subword tokenizer (see evaluation.encode_for).
     """
     path = Path(run_dir) / "pools" / f"{task}.jsonl"
     if not path.is_file():
@@ -36,18 +37,20 @@ def pool_data(run_dir, task: str, tokenizer, limit: int | None = None, fallback_
         raise ParameterError(f"run_dir: no common-correct pool at {path}; run notebook 01 first")
     records = load_pool(path)[:limit]
     if not records and fallback_seed is not None:
-        from .evaluation import EVAL_STREAM
-        from .tasks import generate
+        from .evaluation import EVAL_STREAM, encode_for, task_examples
 
         print(f"warning: the {task} pool is empty; using {limit} generated examples instead (smoke run)")
-        return encode_examples(generate(task, limit or 8, fallback_seed + EVAL_STREAM), tokenizer)
+        return encode_for(task_examples(task, limit or 8, fallback_seed + EVAL_STREAM, tokenizer), tokenizer,
+                          mask_token_id)
     if not records:
         from .validation import ParameterError
 
         raise ParameterError(f"run_dir: the {task} pool at {path} is empty (no example both models solve)")
+    from .evaluation import encode_for
+
     keep = set(TaskExample.__dataclass_fields__)
-    return encode_examples([TaskExample.from_dict({k: v for k, v in r.items() if k in keep}) for r in records],
-                           tokenizer)
+    return encode_for([TaskExample.from_dict({k: v for k, v in r.items() if k in keep}) for r in records],
+                      tokenizer, mask_token_id)
 
 
 def attribution_dir(run_dir, role: str, task: str, method: str, ablation: str, ig_steps: int) -> Path:
@@ -84,7 +87,7 @@ def trace_pair(pair: ModelPair, run_dir, task_names, pool_limit: int | None = No
     notebooks 03-05 read them). Returns ({task: data}, {(role, task): Attribution}, graph)."""
     pools, att = {}, {}
     for task in task_names:
-        pools[task] = pool_data(run_dir, task, pair.tokenizer, pool_limit, fallback_seed)
+        pools[task] = pool_data(run_dir, task, pair.tokenizer, pool_limit, fallback_seed, pair.mask_token_id)
         for role in ("arm", "mdm"):
             att[(role, task)] = traced(pair, run_dir, role, task, pools[task], ig_steps=ig_steps,
                                        batch_size=batch_size)
@@ -95,9 +98,10 @@ REAL_PAIR_K = 1000  # the paper's circuit budget on 7B graphs
 
 
 def circuit_size(graph: Graph, k_edges: int = 0, k_fraction: float = 0.1, model_pair: str = "embedded") -> int:
-    """K for a circuit: ``k_edges`` when positive; else a fraction of all edges (at least 1) for the
-    small embedded graph, and the paper's K = 1000 for real pairs."""
-    if not k_edges and model_pair != "embedded":
+    """K for a circuit: ``k_edges`` when positive; else the paper's K = 1000 for a real pair whose graph
+    has at least ten times that many edges (every real model does: GPT-2 small has 32k), and a fraction
+    of all edges (at least 1) for the small embedded graph and for tiny test checkpoints."""
+    if not k_edges and model_pair != "embedded" and graph.n_edges >= 10 * REAL_PAIR_K:
         k_edges = REAL_PAIR_K
     k = k_edges or max(1, round(k_fraction * graph.n_edges))
     graph.top_edges(torch.zeros(graph.valid.shape), k)  # stops with a clear message if K is too large

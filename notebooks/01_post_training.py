@@ -29,30 +29,36 @@
 # Everything it computes lives in `mechshift_utils`; this notebook is the narrative.
 
 # %% tags=["parameters"]
-model_pair = "embedded"  # or a pair registered with mechshift_utils.models.register_pair
+model_pair = "embedded"  # a real pair (README), or the path of a pair .json file
 seed = 0
 device = "auto"  # "auto": the GPU when present
+dtype = "auto"  # real pairs: "auto" (bfloat16 on a GPU, float32 on the CPU), "float32", "bfloat16"
 smoke = False  # tiny sizes (tests); the numbers then mean nothing
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
-n_eval = 400  # evaluation examples per task
-n_eval_curve = 200  # examples per task for accuracy along post-training
+n_eval = 0  # evaluation examples per task; 0: 400 for the embedded pair, 1000 for a real pair
+n_eval_curve = 200  # examples per task for accuracy along post-training (embedded pair)
+pool_size = 500  # at most this many common-correct examples per task are kept (the paper's 500)
 
 # %%
 import pandas as pd
 from IPython.display import display
 
 from mechshift_utils import plotting, tasks
-from mechshift_utils.evaluation import accuracy_along_post_training, build_pools, eval_sets, evaluate_pair
+from mechshift_utils.evaluation import (accuracy_along_post_training, build_pools, dropped_table, eval_sets,
+                                        evaluate_pair, task_examples)
 from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.validation import check_positive_int
 
-params = NotebookParams(model_pair, seed, device, smoke).validated()
+params = NotebookParams(model_pair, seed, device, smoke, dtype).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
+real_pair = params.model_pair != "embedded"
+n_eval = n_eval or (1000 if real_pair else 400)
 if smoke:
     n_eval, n_eval_curve = min(n_eval, 24), min(n_eval_curve, 12)
 check_positive_int("n_eval", n_eval)
+check_positive_int("pool_size", pool_size)
 check_positive_int("n_eval_curve", n_eval_curve)
 plotting.use_style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
@@ -75,14 +81,25 @@ pd.set_option("display.width", 200, "display.max_colwidth", 120)
 # mask layout and changes only what the paper changes: IOI's repeated subject (ABC),
 # Greater-Than's start year (to 01), Countdown's target (so another first step is
 # right), Infilling's later word (the sound).
+#
+# A real pair reads the same four tasks as natural text (`mechshift_utils.tasks.real`:
+# capitalised names as the EAP-IG IOI set, "...from the year 1352 to the year 13" as
+# its Greater-Than set, Dream's Countdown lines, infilling sentences), through its own
+# subword tokenizer: every answer piece becomes as many masked tokens as the tokenizer
+# gives it, and examples whose clean and corrupted token lengths or layouts differ are
+# dropped and counted (table below).
 
 # %%
+pair, run = prepare_pair(params, artifacts_dir)
+print(f"pair: {pair.name} on {pair.device}; mask token id {pair.mask_token_id}\n"
+      f"ARM {pair.source['arm']}\nMDM {pair.source['mdm']}")
 rows = []
 for name in tasks.TASK_NAMES:
-    ex = tasks.generate(name, 1, seed)[0]
-    rows.append({"task": name, "regime": ex.regime, "clean": " ".join(ex.clean),
-                 "corrupted": " ".join(ex.corrupted), "answer slots": ex.answer_positions,
-                 "correct": " ".join(ex.correct), "counterfactual": " ".join(ex.counterfactual)})
+    ex = task_examples(name, 1, seed, pair.tokenizer)[0]
+    join = "".join if real_pair else " ".join
+    rows.append({"task": name, "regime": ex.regime, "clean": join(ex.clean[1:]),
+                 "corrupted": join(ex.corrupted[1:]), "answer slots": ex.answer_positions,
+                 "correct": join(ex.correct), "counterfactual": join(ex.counterfactual)})
 display(pd.DataFrame(rows).set_index("task"))
 
 # %% [markdown]
@@ -95,48 +112,52 @@ display(pd.DataFrame(rows).set_index("task"))
 # (normalised by the masked count), logits at *j − 1* predicting token *j*. The attention
 # mask is causal OR Bernoulli(step / anneal_steps), so it opens from causal to full.
 # Runs are cached under `artifacts/` by a hash of their configuration and resume after
-# an interruption; a second run of this notebook reuses them.
-
-# %%
-pair, run = prepare_pair(params, artifacts_dir)
-print(f"pair: {pair.name} on {pair.device}; ARM {pair.source['arm']}\nMDM {pair.source['mdm']}")
-if run is not None:
-    print(f"ARM training {run.arm_seconds:.0f} s, post-training {run.post_seconds:.0f} s "
-          f"(0 s: reused from an earlier run); checkpoints at steps {sorted(run.checkpoints)}")
+# an interruption; a second run of this notebook reuses them. A real pair was
+# post-trained by its authors: there is nothing to train here, and the training and
+# checkpoint figures are skipped.
 
 # %%
 import matplotlib.pyplot as plt
 
-window = max(1, len(run.arm_log) // 40)
-arm_curve = run.arm_log.assign(loss_smoothed=run.arm_log.loss.rolling(window, min_periods=1).mean())
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot(arm_curve.step, arm_curve.loss, color="0.8", lw=0.8, label="per step")
-ax.plot(arm_curve.step, arm_curve.loss_smoothed, color=plotting.MODEL_COLORS["arm"], label=f"mean of {window}")
-ax.set(xlabel="training step", ylabel="next-token loss", title="ARM training (from scratch)", yscale="log")
-ax.legend()
-plotting.save_figure(fig, arm_curve[["step", "loss", "loss_smoothed", "lr"]], "01_arm_training_curve",
-                     figures_dir)
-plt.show()
+if run.trained:
+    print(f"ARM training {run.arm_seconds:.0f} s, post-training {run.post_seconds:.0f} s "
+          f"(0 s: reused from an earlier run); checkpoints at steps {sorted(run.checkpoints)}")
+else:
+    print(f"{pair.name}: loaded, not trained here; pools and attributions go to {run.run_dir}")
 
 # %%
-window = max(1, len(run.post_log) // 40)
-post_curve = run.post_log.assign(loss_smoothed=run.post_log.loss.rolling(window, min_periods=1).mean())
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot(post_curve.step, post_curve.loss, color="0.8", lw=0.8, label="per step")
-ax.plot(post_curve.step, post_curve.loss_smoothed, color=plotting.MODEL_COLORS["mdm"], label=f"mean of {window}")
-ax.set(xlabel="post-training step", ylabel="1/t-weighted masked loss", title="Post-training ARM → MDM",
-       yscale="log")
-twin = ax.twinx()
-twin.plot(post_curve.step, post_curve.anneal_ratio, color="k", ls="--", label="attention opened")
-twin.set(ylabel="P(non-causal pair attended)", ylim=(-0.02, 1.02))
-twin.grid(False)
-for step in sorted(run.checkpoints):
-    ax.axvline(step, color="0.6", lw=0.6, ls=":")
-lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-ax.legend(lines, [h.get_label() for h in lines], loc="upper right")
-plotting.save_figure(fig, post_curve[["step", "loss", "loss_smoothed", "anneal_ratio", "mask_rate", "lr"]],
-                     "01_post_training_loss", figures_dir)
-plt.show()
+if run.trained:
+    window = max(1, len(run.arm_log) // 40)
+    arm_curve = run.arm_log.assign(loss_smoothed=run.arm_log.loss.rolling(window, min_periods=1).mean())
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(arm_curve.step, arm_curve.loss, color="0.8", lw=0.8, label="per step")
+    ax.plot(arm_curve.step, arm_curve.loss_smoothed, color=plotting.MODEL_COLORS["arm"], label=f"mean of {window}")
+    ax.set(xlabel="training step", ylabel="next-token loss", title="ARM training (from scratch)", yscale="log")
+    ax.legend()
+    plotting.save_figure(fig, arm_curve[["step", "loss", "loss_smoothed", "lr"]], "01_arm_training_curve",
+                         figures_dir)
+    plt.show()
+
+# %%
+if run.trained:
+    window = max(1, len(run.post_log) // 40)
+    post_curve = run.post_log.assign(loss_smoothed=run.post_log.loss.rolling(window, min_periods=1).mean())
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(post_curve.step, post_curve.loss, color="0.8", lw=0.8, label="per step")
+    ax.plot(post_curve.step, post_curve.loss_smoothed, color=plotting.MODEL_COLORS["mdm"], label=f"mean of {window}")
+    ax.set(xlabel="post-training step", ylabel="1/t-weighted masked loss", title="Post-training ARM → MDM",
+           yscale="log")
+    twin = ax.twinx()
+    twin.plot(post_curve.step, post_curve.anneal_ratio, color="k", ls="--", label="attention opened")
+    twin.set(ylabel="P(non-causal pair attended)", ylim=(-0.02, 1.02))
+    twin.grid(False)
+    for step in sorted(run.checkpoints):
+        ax.axvline(step, color="0.6", lw=0.6, ls=":")
+    lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(lines, [h.get_label() for h in lines], loc="upper right")
+    plotting.save_figure(fig, post_curve[["step", "loss", "loss_smoothed", "anneal_ratio", "mask_rate", "lr"]],
+                         "01_post_training_loss", figures_dir)
+    plt.show()
 
 # %% [markdown]
 # ## Accuracy, ARM vs MDM
@@ -151,7 +172,9 @@ plt.show()
 # of the 16 animals).
 
 # %%
-eval_data = eval_sets(pair.tokenizer, n_eval, seed)
+eval_data = eval_sets(pair.tokenizer, n_eval, seed, mask_token_id=pair.mask_token_id)
+if real_pair:
+    display(dropped_table(eval_data))  # examples this tokenizer cannot score position by position
 scores, accuracy = evaluate_pair(pair, eval_data)
 display(accuracy)
 
@@ -178,22 +201,23 @@ plt.show()
 # tokens it never saw; the dashed lines are the ARM itself.
 
 # %%
-curve_data = {name: d.subset(range(min(n_eval_curve, len(d)))) for name, d in eval_data.items()}
-curve = accuracy_along_post_training(pair, run.checkpoints, curve_data)
-arm_reference = (scores[(scores.model == "arm") & scores.example.lt(n_eval_curve)]
-                 .groupby("task").correct.mean())
-fig, ax = plt.subplots(figsize=(7, 3.5))
-palette = dict(zip(order, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-for name in order:
-    sub = curve[curve.task == name]
-    ax.plot(sub.step, sub.accuracy, marker="o", color=palette[name], label=name)
-    ax.axhline(arm_reference[name], color=palette[name], ls="--", lw=0.8)
-ax.set(xlabel="post-training step", ylabel="MDM accuracy", ylim=(-0.02, 1.02),
-       title="MDM accuracy along post-training (dashed: ARM)")
-ax.legend(fontsize=8)
-plotting.save_figure(fig, curve.merge(arm_reference.rename("arm_accuracy").reset_index(), on="task"),
-                     "01_accuracy_along_post_training", figures_dir)
-plt.show()
+if run.trained:
+    curve_data = {name: d.subset(range(min(n_eval_curve, len(d)))) for name, d in eval_data.items()}
+    curve = accuracy_along_post_training(pair, run.checkpoints, curve_data)
+    arm_reference = (scores[(scores.model == "arm") & scores.example.lt(n_eval_curve)]
+                     .groupby("task").correct.mean())
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    palette = dict(zip(order, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for name in order:
+        sub = curve[curve.task == name]
+        ax.plot(sub.step, sub.accuracy, marker="o", color=palette[name], label=name)
+        ax.axhline(arm_reference[name], color=palette[name], ls="--", lw=0.8)
+    ax.set(xlabel="post-training step", ylabel="MDM accuracy", ylim=(-0.02, 1.02),
+           title="MDM accuracy along post-training (dashed: ARM)")
+    ax.legend(fontsize=8)
+    plotting.save_figure(fig, curve.merge(arm_reference.rename("arm_accuracy").reset_index(), on="task"),
+                         "01_accuracy_along_post_training", figures_dir)
+    plt.show()
 
 # %% [markdown]
 # ## The common-correct pool
@@ -204,13 +228,13 @@ plt.show()
 # slots, correct and counterfactual ids) next to the post-training run.
 
 # %%
-pools = build_pools(scores, eval_data, run.run_dir / "pools" if run is not None else f"{artifacts_dir}/pools")
+pools = build_pools(scores, eval_data, run.run_dir / "pools", max_size=pool_size)
 display(pools[["task", "regime", "pool_size", "evaluated", "path"]])
 fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.bar(pools.task, pools.pool_size, color=["#4c72b0" if r == tasks.PREFIX_DOMINANT else "#dd8452"
                                            for r in pools.regime])
 ax.axhline(n_eval, color="k", lw=0.8, ls=":")
-ax.set(ylabel="examples both models solve", title=f"Common-correct pool (of {n_eval} per task)")
+ax.set(ylabel="examples both models solve", title=f"Common-correct pool (of {n_eval} per task, at most {pool_size})")
 plotting.save_figure(fig, pools[["task", "regime", "pool_size", "evaluated"]], "01_common_correct_pool",
                      figures_dir)
 plt.show()

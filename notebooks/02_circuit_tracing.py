@@ -33,6 +33,7 @@
 model_pair = "embedded"
 seed = 0
 device = "auto"
+dtype = "auto"  # real pairs: "auto" (bfloat16 on a GPU, float32 on the CPU), "float32", "bfloat16"
 smoke = False
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
@@ -58,7 +59,7 @@ from mechshift_utils.stats import spearman
 from mechshift_utils.tracing import pool_data, traced
 from mechshift_utils.validation import check_positive_int
 
-params = NotebookParams(model_pair, seed, device, smoke).validated()
+params = NotebookParams(model_pair, seed, device, smoke, dtype).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, n_edge_validation, n_completeness, ig_steps = min(pool_limit, 8), 2, 4, min(ig_steps, 2)
@@ -70,7 +71,7 @@ plotting.use_style()
 pair, run = prepare_pair(params, artifacts_dir)
 run_dir = run.run_dir
 order = list(tasks.TASK_NAMES)
-pools = {t: pool_data(run_dir, t, pair.tokenizer, pool_limit, fallback_seed=seed if smoke else None)
+pools = {t: pool_data(run_dir, t, pair.tokenizer, pool_limit, seed if smoke else None, pair.mask_token_id)
          for t in order}
 print({t: len(d) for t, d in pools.items()}, "examples per task")
 

@@ -32,6 +32,7 @@
 model_pair = "embedded"
 seed = 0
 device = "auto"
+dtype = "auto"  # real pairs: "auto" (bfloat16 on a GPU, float32 on the CPU), "float32", "bfloat16"
 smoke = False
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
@@ -62,7 +63,7 @@ from mechshift_utils.stats import bootstrap_ci
 from mechshift_utils.tracing import circuit_size, trace_pair
 from mechshift_utils.validation import check_positive_int
 
-params = NotebookParams(model_pair, seed, device, smoke).validated()
+params = NotebookParams(model_pair, seed, device, smoke, dtype).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, ig_steps, n_random, n_boot = min(pool_limit, 8), min(ig_steps, 2), min(n_random, 2), min(n_boot, 20)
@@ -75,7 +76,7 @@ pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps,
                                fallback_seed=seed if smoke else None)
 n_layers = graph.arch.n_layers
 n_early = early_layer_count(n_layers, early_layers)
-K = circuit_size(graph, k_edges, k_fraction, model_pair)
+K = circuit_size(graph, k_edges, k_fraction, params.model_pair)
 candidates = [n for n in graph.upstream if n != "input"]
 print(f"K = {K}; early layers: < {n_early}; {len(candidates)} heads and MLPs to choose from")
 

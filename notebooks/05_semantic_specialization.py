@@ -40,6 +40,7 @@
 model_pair = "embedded"
 seed = 0
 device = "auto"
+dtype = "auto"  # real pairs: "auto" (bfloat16 on a GPU, float32 on the CPU), "float32", "bfloat16"
 smoke = False
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
@@ -78,7 +79,7 @@ from mechshift_utils.stats import bootstrap_ci, spearman
 from mechshift_utils.tracing import circuit_size, trace_pair
 from mechshift_utils.validation import check_non_negative_int, check_positive_int
 
-params = NotebookParams(model_pair, seed, device, smoke).validated()
+params = NotebookParams(model_pair, seed, device, smoke, dtype).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, ig_steps, n_boot = min(pool_limit, 8), min(ig_steps, 2), min(n_boot, 10)
@@ -99,7 +100,7 @@ pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps, b
                                fallback_seed=seed if smoke else None)
 a = graph.arch
 n_early = early_layer_count(a.n_layers, early_layers)
-K = circuit_size(graph, k_edges, k_fraction, model_pair)
+K = circuit_size(graph, k_edges, k_fraction, params.model_pair)
 components = model_components(graph)
 print(f"K = {K}; {len(components)} heads and MLPs; early layers: < {n_early}; "
       f"pools: {', '.join(f'{t}={len(pools[t])}' for t in order)}")
