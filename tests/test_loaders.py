@@ -54,7 +54,7 @@ def save_arm(folder: Path, model, n_words: int = ARM_VOCAB, eos: str = "<eos>") 
 
 
 def gpt2_config(vocab: int) -> GPT2Config:
-    return GPT2Config(vocab_size=vocab, n_positions=32, n_embd=WIDTH, n_layer=LAYERS, n_head=HEADS,
+    return GPT2Config(vocab_size=vocab, n_positions=64, n_embd=WIDTH, n_layer=LAYERS, n_head=HEADS,
                       bos_token_id=1, eos_token_id=1)
 
 
@@ -78,7 +78,7 @@ def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, n_shards: int) 
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
 
 
-def write_diffugpt(folder: Path, rows: int, lm_head: bool, seed: int) -> Path:
+def write_diffugpt(folder: Path, rows: int, lm_head: bool, seed: int, config_vocab: int = ARM_VOCAB) -> Path:
     """DiffuGPT's save: embed_tokens.weight + denoise_model.* (+ lm_head.weight), GPT-2 config.json whose
     vocab_size is GPT-2's even when the embedding grew (DiffuGPT-M)."""
     folder.mkdir(parents=True)
@@ -89,18 +89,18 @@ def write_diffugpt(folder: Path, rows: int, lm_head: bool, seed: int) -> Path:
             tensors[f"denoise_model.{k}"] = v.detach().clone()
     if lm_head:
         tensors["lm_head.weight"] = torch.randn(rows, WIDTH, generator=torch.Generator().manual_seed(seed + 1))
-        tensors["denoise_model.h.0.attn.bias"] = torch.ones(1, 1, 32, 32, dtype=torch.bool)  # an old buffer
+        tensors["denoise_model.h.0.attn.bias"] = torch.ones(1, 1, 64, 64, dtype=torch.bool)  # an old buffer
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    gpt2_config(ARM_VOCAB).save_pretrained(folder)
+    gpt2_config(config_vocab).save_pretrained(folder)
     return folder
 
 
-def write_llama_mdm(folder: Path, seed: int) -> Path:
+def write_llama_mdm(folder: Path, seed: int, vocab: int = ARM_VOCAB) -> Path:
     """DiffuLLaMA: a plain Llama checkpoint, bf16, sharded with an index."""
     folder.mkdir(parents=True)
-    net = randomized(LlamaForCausalLM(LlamaConfig(**llama_common(ARM_VOCAB))), seed)
+    net = randomized(LlamaForCausalLM(LlamaConfig(**llama_common(vocab))), seed)
     save_sharded({k: v.to(torch.bfloat16) for k, v in net.state_dict().items()}, folder, n_shards=2)
-    config = dict(llama_common(ARM_VOCAB), model_type="llama", architectures=["LlamaForCausalLM"],
+    config = dict(llama_common(vocab), model_type="llama", architectures=["LlamaForCausalLM"],
                   rms_norm_eps=1e-5, rope_theta=10000.0, torch_dtype="bfloat16", hidden_act="silu")
     (folder / "config.json").write_text(json.dumps(config))
     return folder
@@ -109,23 +109,25 @@ def write_llama_mdm(folder: Path, seed: int) -> Path:
 DREAM_VOCAB, DREAM_WORDS, DREAM_MASK = 256, 200, 201
 
 
-def write_dream(folder: Path, seed: int) -> Path:
-    """Dream: Qwen2 weight names, a remote-code config ("Dream", auto_map) and code that must never run."""
+def write_dream(folder: Path, seed: int, vocab: int = DREAM_VOCAB, words: int = DREAM_WORDS,
+                mask: int = DREAM_MASK) -> Path:
+    """Dream: Qwen2 weight names, a remote-code config ("Dream", auto_map) and code that must never run;
+    ``words`` (the ARM tokenizer's size) and ``mask`` are the ids of the tokens Dream adds past it."""
     folder.mkdir(parents=True)
-    net = randomized(Qwen2ForCausalLM(Qwen2Config(**llama_common(DREAM_VOCAB))), seed)
+    net = randomized(Qwen2ForCausalLM(Qwen2Config(**llama_common(vocab))), seed)
     save_sharded({k: v.to(torch.bfloat16) for k, v in net.state_dict().items()}, folder, n_shards=2)
-    config = dict(llama_common(DREAM_VOCAB), architectures=["DreamModel"], model_type="Dream",
+    config = dict(llama_common(vocab), architectures=["DreamModel"], model_type="Dream",
                   auto_map={"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
                   hidden_act="silu", rms_norm_eps=1e-6, rope_theta=50.0, rope_scaling=None, tie_word_embeddings=False,
                   use_sliding_window=False, sliding_window=None, max_window_layers=2, attention_dropout=0.0,
-                  mask_token_id=DREAM_MASK, torch_dtype="bfloat16", use_cache=False)
+                  mask_token_id=mask, torch_dtype="bfloat16", use_cache=False)
     (folder / "config.json").write_text(json.dumps(config))
     for module in ("configuration_dream.py", "modeling_dream.py"):
         (folder / module).write_text("raise RuntimeError('remote code must never run')\n")
-    added = {str(DREAM_WORDS): {"content": "<|beginoftext|>", "special": True},
-             str(DREAM_MASK): {"content": "<|mask|>", "special": True}}
+    added = {str(words): {"content": "<|beginoftext|>", "special": True},
+             str(mask): {"content": "<|mask|>", "special": True}}
     (folder / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": added}))
-    generation = {"mask_token_id": DREAM_MASK, "alg": "origin", "steps": 512, "temperature": 0.0, "top_p": None}
+    generation = {"mask_token_id": mask, "alg": "origin", "steps": 512, "temperature": 0.0, "top_p": None}
     (folder / "generation_config.json").write_text(json.dumps(generation))  # Dream-only sampling fields
     return folder
 
