@@ -37,7 +37,8 @@ def prepare_pair(params: NotebookParams, artifacts_dir="artifacts") -> tuple[Mod
         arm, post = configs_for(params.smoke)
         run = prepare_embedded_pair(Path(artifacts_dir), params.seed, arm, post, device=params.device)
         return load_pair("embedded", checkpoint_dir=run.run_dir, device=params.device), run
-    pair = load_pair(params.model_pair, device=params.device, dtype=params.dtype)
+    pair = load_pair(params.model_pair, device=params.device, dtype=params.dtype,
+                     device_map=params.device_map or None)
     run = PairRun(pair_run_dir(artifacts_dir, params.model_pair))
     run.run_dir.mkdir(parents=True, exist_ok=True)
     return pair, run

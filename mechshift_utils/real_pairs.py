@@ -29,7 +29,9 @@ model found nowhere stops with one :class:`ParameterError` that gives the
 
 Options of the loader (all passed through ``load_pair``): ``dtype`` ("auto":
 bfloat16 on CUDA, float32 elsewhere; or "float32", "bfloat16", "float16"),
-``device_map`` (e.g. "auto", needs ``accelerate``), ``arm_path``, ``mdm_path``,
+``device_map`` ("pair": each model whole on its own GPU, the way to spread a 7B
+pair over two GPUs; "auto" and other accelerate maps split each model over the
+GPUs, which loads but is not what the attribution engine was measured with), ``arm_path``, ``mdm_path``,
 ``download``, ``cache_dir``.
 """
 from __future__ import annotations
@@ -232,15 +234,26 @@ def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
 
 
 def check_device_map(device_map):
-    """``device_map`` goes to ``from_pretrained`` as it is; it needs accelerate, so say so up front."""
-    if device_map is None:
+    """``"pair"``: each model whole on its own GPU (the ARM on cuda:0, the MDM on cuda:1 when there are
+    two); any other value goes to ``from_pretrained`` as it is (e.g. "auto" splits each model over the
+    GPUs) and needs accelerate, so say so up front."""
+    if device_map is None or device_map == "":
         return None
+    if device_map == "pair":
+        return device_map
     if not isinstance(device_map, (str, dict)):
         raise ParameterError(f"device_map: expected None, a string such as 'auto', or a dict, got {device_map!r}")
     if not has_accelerate():
         raise ParameterError(f"device_map: {device_map!r} needs the accelerate package, which is not "
                              "installed: pip install accelerate (or leave device_map=None)")
     return device_map
+
+
+def pair_devices(device: torch.device) -> tuple[torch.device, torch.device]:
+    """Devices for device_map="pair": two GPUs when there are two, else both models on ``device``."""
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        return torch.device("cuda:0"), torch.device("cuda:1")
+    return device, device
 
 
 def has_accelerate() -> bool:
@@ -611,11 +624,16 @@ def load_spec(spec: PairSpec, checkpoint_dir=None, device: str = "auto", *, dtyp
     tokenizer = AutoTokenizer.from_pretrained(str(arm_dir), local_files_only=True)  # cheap: before the weights
     attach_mask_token(tokenizer, spec.mask_token_id, spec.mask_token, mdm_dir)
 
-    arm = set_bidirectional(load_model(arm_dir, spec.arm_layout, torch_dtype, device_map), False)
-    mdm = set_bidirectional(load_model(mdm_dir, spec.mdm_layout, torch_dtype, device_map), True)
+    split = None if device_map == "pair" else device_map
+    arm = set_bidirectional(load_model(arm_dir, spec.arm_layout, torch_dtype, split), False)
+    mdm = set_bidirectional(load_model(mdm_dir, spec.mdm_layout, torch_dtype, split), True)
     check_mask_fits(spec, mdm_dir, mdm.get_input_embeddings().num_embeddings)
     mdm.config.mask_token_id = spec.mask_token_id
-    if device_map is None:
+    if device_map == "pair":
+        arm_dev, mdm_dev = pair_devices(dev)
+        arm, mdm = arm.to(arm_dev), mdm.to(mdm_dev)
+        dev = mdm_dev
+    elif device_map is None:
         arm, mdm = arm.to(dev), mdm.to(dev)
     else:
         dev = mdm.get_input_embeddings().weight.device

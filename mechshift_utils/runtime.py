@@ -46,6 +46,8 @@ class NotebookParams:
     mechshift_utils.real_pairs.register_pair_file); :meth:`validated` registers the
     file and returns the parameters with the pair's name. ``dtype``: the real pairs'
     weights ("auto": bfloat16 on CUDA, float32 elsewhere); the embedded pair is float32.
+    ``device_map``: real pairs only; "" (one device), "pair" (the ARM on cuda:0, the MDM on
+    cuda:1) or an accelerate map such as "auto".
     """
 
     model_pair: str = "embedded"
@@ -53,6 +55,7 @@ class NotebookParams:
     device: str = "auto"
     smoke: bool = False
     dtype: str = "auto"
+    device_map: str = ""
 
     def validated(self) -> "NotebookParams":
         from dataclasses import replace
@@ -73,6 +76,10 @@ class NotebookParams:
         check_bool("smoke", params.smoke)
         if params.dtype not in DTYPES:
             raise ParameterError(f"dtype: expected one of {list(DTYPES)}, got {params.dtype!r}")
+        if not isinstance(params.device_map, str):
+            raise ParameterError(f"device_map: expected a string ('', 'pair' or 'auto'), got {params.device_map!r}")
+        if params.device_map and params.model_pair == "embedded":
+            raise ParameterError("device_map: the embedded pair runs on one device; leave device_map empty")
         return params
 
 

@@ -33,6 +33,7 @@ model_pair = "embedded"  # a real pair (README), or the path of a pair .json fil
 seed = 0
 device = "auto"  # "auto": the GPU when present
 dtype = "auto"  # real pairs: "auto" (bfloat16 on a GPU, float32 on the CPU), "float32", "bfloat16"
+device_map = ""  # real pairs: "pair" puts the ARM and the MDM on two GPUs
 smoke = False  # tiny sizes (tests); the numbers then mean nothing
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
@@ -51,7 +52,7 @@ from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.validation import check_positive_int
 
-params = NotebookParams(model_pair, seed, device, smoke, dtype).validated()
+params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 real_pair = params.model_pair != "embedded"
 n_eval = n_eval or (1000 if real_pair else 400)

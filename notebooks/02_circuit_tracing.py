@@ -34,6 +34,7 @@ model_pair = "embedded"
 seed = 0
 device = "auto"
 dtype = "auto"  # real pairs: "auto" (bfloat16 on a GPU, float32 on the CPU), "float32", "bfloat16"
+device_map = ""  # real pairs: "pair" puts the ARM and the MDM on two GPUs
 smoke = False
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
@@ -59,7 +60,7 @@ from mechshift_utils.stats import spearman
 from mechshift_utils.tracing import pool_data, traced
 from mechshift_utils.validation import check_positive_int
 
-params = NotebookParams(model_pair, seed, device, smoke, dtype).validated()
+params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, n_edge_validation, n_completeness, ig_steps = min(pool_limit, 8), 2, 4, min(ig_steps, 2)

@@ -41,6 +41,7 @@ model_pair = "embedded"
 seed = 0
 device = "auto"
 dtype = "auto"  # real pairs: "auto" (bfloat16 on a GPU, float32 on the CPU), "float32", "bfloat16"
+device_map = ""  # real pairs: "pair" puts the ARM and the MDM on two GPUs
 smoke = False
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
@@ -79,7 +80,7 @@ from mechshift_utils.stats import bootstrap_ci, spearman
 from mechshift_utils.tracing import circuit_size, trace_pair
 from mechshift_utils.validation import check_non_negative_int, check_positive_int
 
-params = NotebookParams(model_pair, seed, device, smoke, dtype).validated()
+params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, ig_steps, n_boot = min(pool_limit, 8), min(ig_steps, 2), min(n_boot, 10)

@@ -16,6 +16,10 @@ from mechshift_utils.validation import ParameterError
     ({"seed": 1.5}, "seed: expected a non-negative integer"),
     ({"device": "tpu"}, "device: expected one of"),
     ({"smoke": "yes"}, "smoke: expected True or False"),
+    ({"dtype": "int8"}, "dtype: expected one of"),
+    ({"device_map": "pair"}, "device_map: the embedded pair runs on one device"),
+    ({"model_pair": "gpt2-diffugpt-s", "device_map": 3}, "device_map: expected a string"),
+    ({"model_pair": "missing-pair.json"}, "model_pair: no pair file at"),
 ])
 def test_notebook_parameters(kwargs, message):
     with pytest.raises(ParameterError, match=message):
@@ -62,3 +66,28 @@ def test_smoke_runs_never_write_the_committed_figures(tmp_path):
     assert Path(figures_dir_for(repo_figures, True)).name == "smoke_figures"
     assert figures_dir_for(repo_figures, False) == str(repo_figures)
     assert figures_dir_for(tmp_path, True) == str(tmp_path)
+
+
+def test_pair_files_register_a_pair_or_name_what_is_wrong(tmp_path):
+    import json
+
+    good = tmp_path / "mine.json"
+    good.write_text(json.dumps({"name": "mine", "arm": "arm", "mdm": "mdm", "layout": "llama", "mask_token_id": 3}))
+    assert NotebookParams(model_pair=str(good)).validated().model_pair == "mine"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "arm": "a", "layout": "llama", "mask_token_id": 3, "colour": 1}))
+    with pytest.raises(ParameterError, match=r"missing: \['mdm'\]; unknown: \['colour'\]"):
+        NotebookParams(model_pair=str(bad)).validated()
+    broken = tmp_path / "broken.json"
+    broken.write_text("{name")
+    with pytest.raises(ParameterError, match="not valid JSON"):
+        NotebookParams(model_pair=str(broken)).validated()
+
+
+def test_device_map_pair_keeps_each_model_whole():
+    import torch
+
+    from mechshift_utils.real_pairs import check_device_map, pair_devices
+
+    assert check_device_map("pair") == "pair" and check_device_map("") is None
+    assert pair_devices(torch.device("cpu")) == (torch.device("cpu"), torch.device("cpu"))
