@@ -25,14 +25,17 @@ back through its weight slice and through the pre-norm (a vector-Jacobian
 product of the norm at the run's residual). Logits are read at slot - 1.
 
 Memory: per batch the engine keeps one buffer of activation differences
-[batch, positions, upstream nodes, d_model] in float32 (the clean and ablated
-activations it is made from are freed at once) and one layer's destination
-gradients at a time, never the [upstream x downstream x d_model] product. For
-a Llama-7B shape that buffer is 1 + 32 x 33 = 1057 nodes x 4096 x 4 bytes =
-17 MB per position and example, 2.2 GB per example at 128 positions, so
-``batch_size`` = 4 needs about 9 GB beside the model and its activations;
-per-example scores add n_up x n_down floats (6.6 MB) per example, on the CPU.
-``exact`` also keeps the ablated activations (a second buffer).
+[batch, upstream nodes, positions, d_model] in float32 (node-major, so that
+each destination's scores are one batched matrix product over a view of it),
+built from the clean and ablated activations (three such buffers exist for a
+moment while it is made), and one pass's saved activations and gradients,
+never the [upstream x downstream x d_model] product. For a Llama-7B shape a
+buffer is 1 + 32 x 33 = 1057 nodes x 4096 x 4 bytes = 17 MB per position and
+example, 2.2 GB per example at 128 positions. mechshift_utils.memory estimates
+the whole (build, backward and scoring phases, the runner's float32 copies of
+W_O and W_QKV for a bf16 model) and chooses the batch size from free memory.
+Per-example scores add n_up x n_down floats (13 MB for Llama-7B) per example,
+on the host. ``exact`` also keeps the ablated activations (a second buffer).
 """
 from __future__ import annotations
 
@@ -139,7 +142,11 @@ class _Runner:
     def gradient_scores(self, ids, read, index, metric: Metric, delta: torch.Tensor,
                         embed_override: torch.Tensor | None, repeats: int = 1) -> torch.Tensor:
         """Per example [batch, n_up, n_down]: delta[u] . dM/d(input of v), summed over ``repeats`` runs
-        stacked in one pass (``embed_override`` [repeats * batch, pos, d]: e.g. several IG points)."""
+        stacked in one pass (``embed_override`` [repeats * batch, pos, d]: e.g. several IG points).
+
+        ``delta`` is node-major, [batch, n_up, pos, d_model] (see :func:`node_major`): each
+        destination's scores are then one batched matrix product over (pos, d_model) with no copy
+        of the buffer, which dominated the time when it was position-major."""
         if repeats > 1:
             ids, read, index = ids.repeat(repeats, 1), read.repeat(repeats), index.repeat(repeats)
         # Only activation gradients are wanted: the weights are frozen for the pass (no .grad piles up
@@ -148,43 +155,60 @@ class _Runner:
         for p in frozen:
             p.requires_grad_(False)
         try:
-            return self._gradient_scores(ids, read, index, metric, delta, embed_override, repeats)
+            saved = self._trace_gradients(ids, read, index, metric, embed_override)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+        try:
+            with torch.no_grad():  # the vjps below are function transforms: they still differentiate
+                return self._dot_gradients(delta, saved["x_attn"], saved["g_qkv"], saved["x_mlp"], saved["g_mlp"],
+                                           saved["x_final"], saved["g_final"], repeats)
+        finally:
+            saved.clear()
 
-    def _gradient_scores(self, ids, read, index, metric, delta, embed_override, repeats):
+    def _trace_gradients(self, ids, read, index, metric, embed_override) -> dict:
+        """One traced forward+backward: the norms' inputs and the gradients at every destination.
+
+        nnsight keeps a snapshot of this frame's locals in a reference cycle, which would hold
+        whatever they point to until the garbage collector runs; everything large therefore lives
+        in one dict, which the caller empties when done (and ``delta`` never enters this frame).
+        """
         a, nn = self.arch, self.nn
-        x_attn, qkv, x_mlp, mlp_out = [], [], [], []
-        g_mlp, g_qkv, g_final = [None] * a.n_layers, [None] * a.n_layers, [None]
+        saved = {"x_attn": [], "x_mlp": [], "g_mlp": [None] * a.n_layers, "g_qkv": [None] * a.n_layers}
+        qkv, mlp_out = [], []
         with nn.trace(ids.to(self.device)):
             if embed_override is not None:
                 a.embed(nn).output = embed_override.to(self.device, self.hf.dtype).requires_grad_(True)
             else:
                 a.embed(nn).output = a.embed(nn).output.detach().requires_grad_(True)
             for layer in range(a.n_layers):
-                x_attn.append(a.attn_norm(nn, layer).input.save())
+                saved["x_attn"].append(a.attn_norm(nn, layer).input.save())
                 qkv.append([m.output for m in a.qkv_modules(nn, layer)])
-                x_mlp.append(a.mlp_norm(nn, layer).input.save())
+                saved["x_mlp"].append(a.mlp_norm(nn, layer).input.save())
                 mlp_out.append(a.mlp_norm(nn, layer).output)
-            x_final = a.final_norm(nn).input.save()
+            saved["x_final"] = a.final_norm(nn).input.save()
             final_out = a.final_norm(nn).output
-            logits = nn.output.logits
-            value = metric(self.read_logits(logits, read), index).sum()
+            value = metric(self.read_logits(nn.output.logits, read), index).sum()
             with value.backward():
-                g_final[0] = final_out.grad.save()
+                saved["g_final"] = final_out.grad.save()
                 for layer in reversed(range(a.n_layers)):
-                    g_mlp[layer] = mlp_out[layer].grad.save()
-                    g_qkv[layer] = [p.grad.save() for p in reversed(qkv[layer])][::-1]
-        with torch.no_grad():  # the vjps below are function transforms: they still differentiate
-            return self._dot_gradients(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final[0], repeats)
+                    saved["g_mlp"][layer] = mlp_out[layer].grad.save()
+                    saved["g_qkv"][layer] = [p.grad.save() for p in reversed(qkv[layer])][::-1]
+        qkv.clear()
+        mlp_out.clear()
+        return saved
 
     def _dot_gradients(self, delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats):
         a, g = self.arch, self.graph
-        b = delta.shape[0]
+        b, n_up = delta.shape[:2]
+        flat = delta.reshape(b, n_up, -1)  # [b, n_up, pos * d]: a view, delta is node-major and contiguous
 
         def fold(t):  # sum the stacked runs: [repeats * b, ...] -> [b, ...]
             return t if repeats == 1 else t.reshape(repeats, b, *t.shape[1:]).sum(0)
+
+        def contract(upto: int, g_res: torch.Tensor) -> torch.Tensor:
+            """delta of the first ``upto`` nodes . g_res over (pos, d): [b, upto, n] (g_res [b, p, n, d])."""
+            return torch.bmm(flat[:, :upto], g_res.permute(0, 1, 3, 2).reshape(b, -1, g_res.shape[2]))
 
         out = torch.zeros(b, len(g.upstream), len(g.downstream), device=self.device)
         for layer in range(a.n_layers):
@@ -192,12 +216,12 @@ class _Runner:
             w, _ = self.w_qkv[layer]
             g_heads = torch.einsum("bpnk,ndk->bpnd", a.split_qkv([t.float() for t in g_qkv[layer]]), w)
             g_res = fold(norm_vjp(self.attn_norms[layer], x_attn[layer], g_heads))
-            out[:, :u, g.attn_dest_slice(layer)] = torch.einsum("bpud,bpnd->bun", delta[:, :, :u], g_res)
+            out[:, :u, g.attn_dest_slice(layer)] = contract(u, g_res)
             um = u + a.n_heads
-            g_res = fold(norm_vjp(self.mlp_norms[layer], x_mlp[layer], g_mlp[layer].float()[:, :, None])[:, :, 0])
-            out[:, :um, g.mlp_dest(layer)] = torch.einsum("bpud,bpd->bu", delta[:, :, :um], g_res)
-        g_res = fold(norm_vjp(self.final_norm, x_final, g_final.float()[:, :, None])[:, :, 0])
-        out[:, :, -1] = torch.einsum("bpud,bpd->bu", delta, g_res)
+            g_res = fold(norm_vjp(self.mlp_norms[layer], x_mlp[layer], g_mlp[layer].float()[:, :, None]))
+            out[:, :um, g.mlp_dest(layer)] = contract(um, g_res)[:, :, 0]
+        g_res = fold(norm_vjp(self.final_norm, x_final, g_final.float()[:, :, None]))
+        out[:, :, -1] = contract(n_up, g_res)[:, :, 0]
         return out
 
     # -- forward with some edges ablated ------------------------------------------------------------------
@@ -265,6 +289,11 @@ def ablated_batch(runner: _Runner, data: EncodedTask, idx, read, ablation: str, 
     abl = torch.zeros_like(clean) if ablation == "zero" else mean_acts[None].expand_as(clean)
     return clean, abl, m_clean, runner.patched_metric(data.clean_ids[idx], read, idx, metric, abl,
                                                       runner.graph.valid)
+
+
+def node_major(acts: torch.Tensor) -> torch.Tensor:
+    """[batch, pos, n_up, d] -> [batch, n_up, pos, d], contiguous (the layout gradient_scores takes)."""
+    return acts.transpose(1, 2).contiguous()
 
 
 def batch_indices(n: int, batch_size: int) -> list[torch.Tensor]:
@@ -364,9 +393,11 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
                 bar.update(1)
             scores = scores.to(runner.device)
         else:
-            delta = (abl - clean).to(runner.device)
             emb_clean, emb_base = clean[:, :, 0].clone(), abl[:, :, 0].clone()
-            del clean, abl  # only the difference is needed from here on
+            clean = abl.sub_(clean) if ablation == "patching" else abl - clean  # in place: abl is ours
+            del abl
+            delta = node_major(clean).to(runner.device)
+            del clean  # only the node-major difference is needed from here on
             scores = torch.zeros(len(idx), len(g.upstream), len(g.downstream), device=runner.device)
             if method == "eap":
                 scores += runner.gradient_scores(ids, read, idx, metric, delta, None)
@@ -379,6 +410,7 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
                     scores += runner.gradient_scores(ids, read, idx, metric, delta, emb.flatten(0, 1), len(alphas))
                     bar.update(len(alphas))
                 scores /= ig_steps
+            del delta  # before the next batch builds its own
             scores = scores * valid
         edge_sum += scores.sum(0)
         if method != "exact":

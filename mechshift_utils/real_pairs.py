@@ -115,7 +115,7 @@ class PairSpec:
 
 GPT2_HARDWARE = "{n} parameters per model, ~{gb} GB each in float32: a CPU is enough, a GPU is faster."
 BIG_HARDWARE = ("{n} parameters per model, ~{gb} GB each in bfloat16 ({pair} GB for the pair): one GPU with "
-                "40 GB or more, or device_map='auto' over several (pip install accelerate).")
+                "40 GB or more (80 GB for EAP-IG at K = 1000), or device_map='pair' over two GPUs.")
 
 REAL_PAIRS: dict[str, PairSpec] = {s.name: s for s in [
     PairSpec("gpt2-diffugpt-s", "gpt2", "diffusionfamily/diffugpt-s", "diffugpt", 10541, "gpt2",
