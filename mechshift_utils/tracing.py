@@ -58,8 +58,34 @@ def attribution_dir(run_dir, role: str, task: str, method: str, ablation: str, i
     return Path(run_dir) / "attribution" / tag / role / task
 
 
+EMBEDDED_BATCH = 64
+
+
+def resolve_batch_size(pair: ModelPair, batch_size: int, pools: dict[str, EncodedTask], ig_steps: int = 8) -> int:
+    """``batch_size`` when positive. 0: 64 for the embedded pair (fixed, so the numbers never depend
+    on the machine); for a real pair the largest batch whose EAP-IG memory estimate
+    (mechshift_utils.memory) fits the free memory of the MDM's device at the longest pool's
+    length, printed with its plan."""
+    from .memory import choose_batch_size, describe_plan
+    from .validation import check_non_negative_int
+
+    check_non_negative_int("batch_size", batch_size)
+    if batch_size:
+        return batch_size
+    if pair.name == "embedded":
+        return EMBEDDED_BATCH
+    arch = arch_of(pair.mdm)
+    positions = max(d.clean_ids.shape[1] for d in pools.values())
+    options = dict(dtype_bytes=next(pair.mdm.parameters()).element_size(), vocab_size=pair.mdm.config.vocab_size,
+                   ig_steps=ig_steps)
+    batch_size = choose_batch_size(arch, positions, pair.device, ig_batch=1, **options)
+    print(f"batch size {batch_size} from free memory on {pair.device}:",
+          describe_plan(arch, positions, batch_size, 1, **options))
+    return batch_size
+
+
 def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, method: str = "eap-ig",
-           ablation: str = "patching", ig_steps: int = 8, batch_size: int = 32) -> Attribution:
+           ablation: str = "patching", ig_steps: int = 8, batch_size: int = EMBEDDED_BATCH) -> Attribution:
     """Attribution of one model on one task's data: computed once, then read from the cache."""
     folder = attribution_dir(run_dir, role, task, method, ablation, ig_steps)
     cache = folder / "scores.pt"
@@ -71,8 +97,9 @@ def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, me
             return Attribution(graph, method, ablation, state["edge_scores"], state["node_scores"],
                                state["metric_clean"], state["metric_ablated"], state["per_example"],
                                state["ig_steps"])
+    # real pairs: one IG point per pass, as the memory plan assumes; stacking 4 was fastest on the CPU
     result = attribute(model, data, method=method, ablation=ablation, ig_steps=ig_steps, batch_size=batch_size,
-                       shift=pair.shift, per_example=True)
+                       shift=pair.shift, per_example=True, ig_batch=4 if pair.name == "embedded" else 1)
     result.save(folder, data)
     torch.save({"clean_ids": data.clean_ids, "edge_scores": result.edge_scores,
                 "node_scores": result.node_scores, "metric_clean": result.metric_clean,
@@ -82,12 +109,15 @@ def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, me
 
 
 def trace_pair(pair: ModelPair, run_dir, task_names, pool_limit: int | None = None, ig_steps: int = 8,
-               batch_size: int = 32, fallback_seed: int | None = None):
+               batch_size: int = 0, fallback_seed: int | None = None):
     """Pools and EAP-IG attributions of both models on every task (cached: notebook 02 computes them,
-    notebooks 03-05 read them). Returns ({task: data}, {(role, task): Attribution}, graph)."""
-    pools, att = {}, {}
+    notebooks 03-05 read them). ``batch_size`` 0: see :func:`resolve_batch_size`.
+    Returns ({task: data}, {(role, task): Attribution}, graph)."""
+    pools = {task: pool_data(run_dir, task, pair.tokenizer, pool_limit, fallback_seed, pair.mask_token_id)
+             for task in task_names}
+    batch_size = resolve_batch_size(pair, batch_size, pools, ig_steps)
+    att = {}
     for task in task_names:
-        pools[task] = pool_data(run_dir, task, pair.tokenizer, pool_limit, fallback_seed, pair.mask_token_id)
         for role in ("arm", "mdm"):
             att[(role, task)] = traced(pair, run_dir, role, task, pools[task], ig_steps=ig_steps,
                                        batch_size=batch_size)

@@ -42,7 +42,7 @@ ig_steps = 8  # integrated-gradient steps of EAP-IG
 pool_limit = 300  # examples per task from the common-correct pool
 n_edge_validation = 16  # examples per task for the exact edge-patching check (one pass per edge)
 n_completeness = 32  # examples per task for the completeness sweep over ig_steps
-batch_size = 64
+batch_size = 0  # 0: 64 for the embedded pair; for a real pair the largest that fits in free memory
 
 # %%
 import matplotlib.pyplot as plt
@@ -57,7 +57,7 @@ from mechshift_utils.circuits import curve_area, faithfulness_curve, k_sweep
 from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.stats import spearman
-from mechshift_utils.tracing import pool_data, traced
+from mechshift_utils.tracing import pool_data, resolve_batch_size, traced
 from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
@@ -65,8 +65,7 @@ figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the commit
 if smoke:
     pool_limit, n_edge_validation, n_completeness, ig_steps = min(pool_limit, 8), 2, 4, min(ig_steps, 2)
 for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit),
-                    ("n_edge_validation", n_edge_validation), ("n_completeness", n_completeness),
-                    ("batch_size", batch_size)):
+                    ("n_edge_validation", n_edge_validation), ("n_completeness", n_completeness)):
     check_positive_int(name, value)
 plotting.use_style()
 pair, run = prepare_pair(params, artifacts_dir)
@@ -74,7 +73,8 @@ run_dir = run.run_dir
 order = list(tasks.TASK_NAMES)
 pools = {t: pool_data(run_dir, t, pair.tokenizer, pool_limit, seed if smoke else None, pair.mask_token_id)
          for t in order}
-print({t: len(d) for t, d in pools.items()}, "examples per task")
+batch_size = resolve_batch_size(pair, batch_size, pools, ig_steps)
+print({t: len(d) for t, d in pools.items()}, f"examples per task; batch size {batch_size}")
 
 # %% [markdown]
 # ## Validation 1: EAP-IG against exact activation patching

@@ -39,7 +39,7 @@ artifacts_dir = "../artifacts"
 figures_dir = "../figures"
 ig_steps = 8  # must match notebook 02 (its cached attributions are reused)
 pool_limit = 300
-batch_size = 64
+batch_size = 0  # 0: 64 for the embedded pair; for a real pair the largest that fits in free memory
 k_fraction = 0.1
 k_edges = 0  # a fixed K when positive; 0: k_fraction of all edges (embedded), 1000 (real pairs)
 early_layers = 0  # 0: the first half
@@ -61,7 +61,7 @@ from mechshift_utils.graph import layer_of
 from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.stats import bootstrap_ci
-from mechshift_utils.tracing import circuit_size, trace_pair
+from mechshift_utils.tracing import circuit_size, resolve_batch_size, trace_pair
 from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
@@ -77,6 +77,7 @@ pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps,
                                fallback_seed=seed if smoke else None)
 n_layers = graph.arch.n_layers
 n_early = early_layer_count(n_layers, early_layers)
+batch_size = resolve_batch_size(pair, batch_size, pools, ig_steps)  # for this notebook's own passes
 K = circuit_size(graph, k_edges, k_fraction, params.model_pair)
 candidates = [n for n in graph.upstream if n != "input"]
 print(f"K = {K}; early layers: < {n_early}; {len(candidates)} heads and MLPs to choose from")

@@ -47,7 +47,7 @@ artifacts_dir = "../artifacts"
 figures_dir = "../figures"
 ig_steps = 8  # must match notebook 02 (its cached attributions are reused)
 pool_limit = 300
-batch_size = 64
+batch_size = 0  # 0: 64 for the embedded pair; for a real pair the largest that fits in free memory
 k_fraction = 0.1
 k_edges = 0  # a fixed K when positive; 0: k_fraction of all edges (embedded), 1000 (real pairs)
 early_layers = 0  # 0: the first half
@@ -77,7 +77,7 @@ from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.specialization import (MEASURES, alignment_weights, bootstrap_compare, claim3_verdict,
                                             importance_weights, model_components, regime_verdict)
 from mechshift_utils.stats import bootstrap_ci, spearman
-from mechshift_utils.tracing import circuit_size, trace_pair
+from mechshift_utils.tracing import circuit_size, resolve_batch_size, trace_pair
 from mechshift_utils.validation import check_non_negative_int, check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
@@ -86,7 +86,7 @@ if smoke:
     pool_limit, ig_steps, n_boot = min(pool_limit, 8), min(ig_steps, 2), min(n_boot, 10)
     neuron_ig_steps, n_top_neurons, exact_neuron_examples = 2, min(n_top_neurons, 4), min(exact_neuron_examples, 4)
     min_support = 1
-for name, value in (("pool_limit", pool_limit), ("batch_size", batch_size), ("n_boot", n_boot),
+for name, value in (("pool_limit", pool_limit), ("n_boot", n_boot),
                     ("n_lens_components", n_lens_components), ("n_promoted", n_promoted),
                     ("neuron_ig_steps", neuron_ig_steps), ("n_top_neurons", n_top_neurons),
                     ("top_examples", top_examples), ("min_support", min_support)):
@@ -101,6 +101,7 @@ pools, att, graph = trace_pair(pair, run.run_dir, order, pool_limit, ig_steps, b
                                fallback_seed=seed if smoke else None)
 a = graph.arch
 n_early = early_layer_count(a.n_layers, early_layers)
+batch_size = resolve_batch_size(pair, batch_size, pools, ig_steps)  # for this notebook's own passes
 K = circuit_size(graph, k_edges, k_fraction, params.model_pair)
 components = model_components(graph)
 print(f"K = {K}; {len(components)} heads and MLPs; early layers: < {n_early}; "
