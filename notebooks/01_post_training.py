@@ -47,8 +47,9 @@ from IPython.display import display
 
 from mechshift_utils import plotting, tasks
 from mechshift_utils.evaluation import (accuracy_along_post_training, build_pools, dropped_table, eval_sets,
-                                        evaluate_pair, task_examples)
+                                        evaluate_pair)
 from mechshift_utils.pipeline import prepare_pair
+from mechshift_utils.tasks.real import generate_real
 from mechshift_utils.runtime import NotebookParams, figures_dir_for
 from mechshift_utils.validation import check_positive_int
 
@@ -91,12 +92,9 @@ pd.set_option("display.width", 200, "display.max_colwidth", 120)
 # dropped and counted (table below).
 
 # %%
-pair, run = prepare_pair(params, artifacts_dir)
-print(f"pair: {pair.name} on {pair.device}; mask token id {pair.mask_token_id}\n"
-      f"ARM {pair.source['arm']}\nMDM {pair.source['mdm']}")
 rows = []
 for name in tasks.TASK_NAMES:
-    ex = task_examples(name, 1, seed, pair.tokenizer)[0]
+    ex = generate_real(name, 1, seed)[0] if real_pair else tasks.generate(name, 1, seed)[0]
     join = "".join if real_pair else " ".join
     rows.append({"task": name, "regime": ex.regime, "clean": join(ex.clean[1:]),
                  "corrupted": join(ex.corrupted[1:]), "answer slots": ex.answer_positions,
@@ -120,6 +118,9 @@ display(pd.DataFrame(rows).set_index("task"))
 # %%
 import matplotlib.pyplot as plt
 
+pair, run = prepare_pair(params, artifacts_dir)
+print(f"pair: {pair.name} on {pair.device}; mask token id {pair.mask_token_id}\n"
+      f"ARM {pair.source['arm']}\nMDM {pair.source['mdm']}")
 if run.trained:
     print(f"ARM training {run.arm_seconds:.0f} s, post-training {run.post_seconds:.0f} s "
           f"(0 s: reused from an earlier run); checkpoints at steps {sorted(run.checkpoints)}")

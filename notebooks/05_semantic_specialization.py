@@ -56,7 +56,7 @@ n_lens_components = 6  # top components per model (by circuit importance) whose 
 n_promoted = 5  # promoted tokens listed per component
 neuron_ig_steps = 8
 n_top_neurons = 20  # top-attributed early neurons explained per model and task
-exact_neuron_examples = 16  # examples for the check of neuron IG against exact patching (0: skip it)
+exact_neuron_examples = -1  # examples for the IG-vs-exact neuron check; 0 skips it; -1: 16 (embedded), 0 (real pairs)
 top_examples = 5  # top-activating token instances listed per neuron
 min_support = 5  # a feature must hold on at least this many token instances to explain a neuron
 
@@ -74,7 +74,7 @@ from mechshift_utils.neurons import (explain_neurons, feature_kind, neuron_attri
                                      token_features)
 from mechshift_utils.pipeline import prepare_pair
 from mechshift_utils.runtime import NotebookParams, figures_dir_for
-from mechshift_utils.specialization import (MEASURES, alignment_weights, bootstrap_compare, claim3_verdict,
+from mechshift_utils.specialization import (alignment_weights, bootstrap_compare, claim3_verdict,
                                             importance_weights, model_components, regime_verdict)
 from mechshift_utils.stats import bootstrap_ci, spearman
 from mechshift_utils.tracing import circuit_size, resolve_batch_size, trace_pair
@@ -82,9 +82,11 @@ from mechshift_utils.validation import check_non_negative_int, check_positive_in
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
-if smoke:
+if exact_neuron_examples == -1:  # one patched pass per neuron: affordable for 1024 neurons, not for 265k
+    exact_neuron_examples = 16 if params.model_pair == "embedded" else 0
+if smoke:  # tiny models: the exact check is cheap whatever the pair
     pool_limit, ig_steps, n_boot = min(pool_limit, 8), min(ig_steps, 2), min(n_boot, 10)
-    neuron_ig_steps, n_top_neurons, exact_neuron_examples = 2, min(n_top_neurons, 4), min(exact_neuron_examples, 4)
+    neuron_ig_steps, n_top_neurons, exact_neuron_examples = 2, min(n_top_neurons, 4), 4
     min_support = 1
 for name, value in (("pool_limit", pool_limit), ("n_boot", n_boot),
                     ("n_lens_components", n_lens_components), ("n_promoted", n_promoted),
