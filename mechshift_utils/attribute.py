@@ -335,10 +335,18 @@ def check_inputs(data: EncodedTask, method: str, ablation: str, ig_steps: int, b
     if data.clean_ids.shape != data.corrupted_ids.shape:
         raise ParameterError(f"data: clean and corrupted sequences must have equal shapes, got "
                              f"{tuple(data.clean_ids.shape)} and {tuple(data.corrupted_ids.shape)}")
+    read_out_positions(data)
+
+
+def read_out_positions(data: EncodedTask, shift: bool = True) -> torch.Tensor:
+    """Where each example's metric is read: its first answer slot, minus 1 under the shift; stops with a
+    clear message when a slot has no such position in the sequence."""
     slots = data.answer_positions[:, 0]
-    if slots.min() < 1 or slots.max() >= data.clean_ids.shape[1]:
-        raise ParameterError(f"data.answer_positions: expected slots in [1, {data.clean_ids.shape[1] - 1}], "
+    lowest = 1 if shift else 0
+    if slots.min() < lowest or slots.max() >= data.clean_ids.shape[1]:
+        raise ParameterError(f"data.answer_positions: expected slots in [{lowest}, {data.clean_ids.shape[1] - 1}], "
                              f"got {slots.min().item()}..{slots.max().item()}")
+    return slots - lowest
 
 
 def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = "patching",
@@ -362,7 +370,7 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     g = runner.graph
     metric = metric or logit_diff(data)
     n = len(data)
-    read_all = data.answer_positions[:, 0] - (1 if shift else 0)
+    read_all = read_out_positions(data, shift)
     batches = batch_indices(n, batch_size)
 
     mean_acts = mean_activations(runner, data, batches) if ablation == "mean" else None

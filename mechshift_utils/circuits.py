@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .attribute import ABLATIONS, Attribution, ablated_batch, batch_indices, mean_activations, runner_for
+from .attribute import (ABLATIONS, Attribution, ablated_batch, batch_indices, mean_activations, read_out_positions,
+                        runner_for)
 from .metrics import Metric, first_slot_accuracy, logit_diff
 from .validation import ParameterError, check_choice, check_positive_int
 from .vocab import EncodedTask
@@ -34,7 +35,7 @@ def faithfulness_curve(model, data: EncodedTask, attribution: Attribution, ks, m
     metric = metric or logit_diff(data)
     batches = batch_indices(len(data), batch_size)
     mean_acts = mean_activations(runner, data, batches) if attribution.ablation == "mean" else None
-    read_all = data.answer_positions[:, 0] - (1 if shift else 0)
+    read_all = read_out_positions(data, shift)
     sums = {k: 0.0 for k in ks}
     m_full = m_abl = 0.0
     bar = tqdm(total=len(batches) * len(ks), desc="faithfulness", disable=not progress, mininterval=2.0)
@@ -82,7 +83,7 @@ def ablate_components(model, data: EncodedTask, groups: dict[str, list[str]], ab
                for label, comps in groups.items()}
     batches = batch_indices(len(data), batch_size)
     mean_acts = mean_activations(runner, data, batches) if ablation == "mean" else None
-    read_all = data.answer_positions[:, 0] - (1 if shift else 0)
+    read_all = read_out_positions(data, shift)
     diff, acc = logit_diff(data), first_slot_accuracy(data)
 
     def both(logits, index):  # one pass gives both numbers

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from .arch import Arch
-from .attribute import batch_indices, runner_for
+from .attribute import batch_indices, read_out_positions, runner_for
 from .graph import Graph, layer_of
 from .validation import ParameterError, check_positive_int
 from .vocab import EncodedTask
@@ -110,19 +110,12 @@ class LogitLens:
         return float((self.dla.sum(1) + self.remainder - self.logit_diff).abs().max())
 
 
-def _check_data(data: EncodedTask, shift: bool) -> torch.Tensor:
-    read = data.answer_positions[:, 0] - (1 if shift else 0)
-    if read.min() < 0 or data.answer_positions.max() >= data.clean_ids.shape[1]:
-        raise ParameterError(f"data.answer_positions: expected slots in [1, {data.clean_ids.shape[1] - 1}]")
-    return read
-
-
 def logit_lens(model, data: EncodedTask, shift: bool = True, batch_size: int = 32,
                progress: bool = True) -> LogitLens:
     """Direct logit attribution of every node to the correct and counterfactual first answer tokens,
     on the clean sequences; see the module docstring."""
     check_positive_int("batch_size", batch_size)
-    read = _check_data(data, shift)
+    read = read_out_positions(data, shift)
     runner = runner_for(model, shift)
     a, hf = runner.arch, runner.hf
     w_u = a.unembed(hf).weight.detach().float()
@@ -169,7 +162,7 @@ def promoted_tokens(model, data: EncodedTask, components: list[str], tokenizer, 
     """
     check_positive_int("k", k)
     check_positive_int("batch_size", batch_size)
-    read = _check_data(data, shift)
+    read = read_out_positions(data, shift)
     runner = runner_for(model, shift)
     a, hf = runner.arch, runner.hf
     unknown = [c for c in components if c not in runner.graph.upstream]

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .attribute import batch_indices, runner_for
+from .attribute import batch_indices, read_out_positions, runner_for
 from .metrics import Metric, logit_diff
 from .validation import ParameterError, check_choice, check_positive_int
 from .vocab import EncodedTask
@@ -131,7 +131,7 @@ def neuron_attribution(model, data: EncodedTask, layers, method: str = "ig", ig_
     runner = _NeuronRunner(model, shift)
     layers = _check_layers(layers, runner.arch.n_layers)
     metric = metric or logit_diff(data)
-    read_all = data.answer_positions[:, 0] - (1 if shift else 0)
+    read_all = read_out_positions(data, shift)
     batches = batch_indices(len(data), batch_size)
     sums, layer_sums, m_clean = None, torch.zeros(len(layers)), []
     bar = tqdm(total=len(batches) * len(layers), desc=f"neurons ({method})", disable=not progress,

@@ -26,7 +26,11 @@ import re
 from typing import ClassVar
 
 from ..validation import ParameterError, check_bool, check_non_negative_int, check_positive_int
-from .base import BOS, GLOBALLY_CONSTRAINED, PREFIX_DOMINANT, Task, TaskExample
+from .base import BOS, Task, TaskExample
+from .countdown import Countdown
+from .greater_than import GreaterThan
+from .infilling import SemanticInfilling
+from .ioi import IOI
 
 REAL_STYLE = "real"
 
@@ -111,9 +115,7 @@ class RealIOI(RealTask):
     give a drink to" -> " Amber". ABC corruption: the repeated subject becomes a third name, so either
     first-clause name is right and the subject (the counterfactual) becomes one of them."""
 
-    name = "ioi"
-    regime = PREFIX_DOMINANT
-    description = "name the indirect object: the first-clause name not repeated as subject"
+    name, regime, description = IOI.name, IOI.regime, IOI.description  # the same task, as text
 
     def sample(self, rng: random.Random) -> TaskExample:
         io, s, c = rng.sample(NAMES, 3)
@@ -144,9 +146,7 @@ class RealGreaterThan(RealTask):
     tens digit other than the answer's where one exists, so that tokenizers that split numbers into
     digits (Llama, Qwen) still tell the two apart at the first answer token."""
 
-    name = "greater_than"
-    regime = PREFIX_DOMINANT
-    description = "complete the end year so that it is later than the start year"
+    name, regime, description = GreaterThan.name, GreaterThan.regime, GreaterThan.description
 
     def sample(self, rng: random.Random) -> TaskExample:
         noun, century = rng.choice(GT_NOUNS), rng.choice(GT_CENTURIES)
@@ -288,7 +288,7 @@ class RealCountdown(RealTask):
     dropped at encoding. Right answers of other shapes still count (as far as their token count fits).
     """
 
-    regime = GLOBALLY_CONSTRAINED
+    regime = Countdown.regime
     description = "arithmetic steps that reach the target, in Dream's Countdown format"
 
     def __init__(self, n_numbers: int = 3, uniform: bool = True):
@@ -362,9 +362,7 @@ class RealInfilling(RealTask):
     decisive word lies after the unnamed animal). Corruption: the sound changes, so another animal is
     right."""
 
-    name = "infilling"
-    regime = GLOBALLY_CONSTRAINED
-    description = "name the animal from the place before it and the sound after it"
+    name, regime, description = SemanticInfilling.name, SemanticInfilling.regime, SemanticInfilling.description
 
     def sample(self, rng: random.Random) -> TaskExample:
         place = rng.choice(list(INFILL_ANIMALS))
