@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure_env.sh
-exec "$MECHSHIFT_PYTHON" -m mechshift_utils.notebooks "$@"
+exec "$MECHSHIFT_PYTHON" -m mechshift_utils.notebook.runner "$@"

@@ -1,4 +1,4 @@
-"""Wall time of the EAP-IG engine (mechshift_utils.attribute) against its floor.
+"""Wall time of the EAP-IG engine (mechshift_utils.attribution.engine) against its floor.
 
 What is measured, on the same model, examples, batch size and ig_steps:
 
@@ -52,9 +52,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mechshift_utils import tasks  # noqa: E402
-from mechshift_utils.attribute import attribute  # noqa: E402
-from mechshift_utils.embedded import DEFAULT_ARM, new_arm  # noqa: E402
-from mechshift_utils.vocab import build_word_tokenizer, encode_examples  # noqa: E402
+from mechshift_utils.attribution.engine import attribute  # noqa: E402
+from mechshift_utils.models.embedded import DEFAULT_ARM, new_arm  # noqa: E402
+from mechshift_utils.tasks import build_word_tokenizer, encode_examples  # noqa: E402
 
 TARGET = 1.3
 

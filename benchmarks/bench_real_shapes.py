@@ -26,11 +26,11 @@ one that matters (``config.is_causal = False``: bidirectional attention):
   call alone above the RSS before it (VmHWM, reset through
   /proc/self/clear_refs). RSS also counts what malloc caches: for tighter CPU
   numbers run with ``MALLOC_MMAP_THRESHOLD_=65536``.
-* The estimate of :func:`mechshift_utils.memory.attribution_bytes` for the same
+* The estimate of :func:`mechshift_utils.attribution.memory.attribution_bytes` for the same
   call, with and without its garbage-collector lag term, to compare with the
   peak above the start.
 
-``--batch-size 0`` picks the batch with :func:`mechshift_utils.memory.choose_batch_size`
+``--batch-size 0`` picks the batch with :func:`mechshift_utils.attribution.memory.choose_batch_size`
 (capped at ``--examples``). Everything is warmed up once (on 2 other examples)
 before it is timed. One line per shape is printed and a CSV written. Timings on
 a shared machine are noisy: the load average before and after is in the CSV.
@@ -56,12 +56,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mechshift_utils import attribute as engine  # noqa: E402
-from mechshift_utils.arch import arch_of  # noqa: E402
-from mechshift_utils.memory import GB, attribution_bytes, choose_batch_size, free_memory_bytes  # noqa: E402
-from mechshift_utils.runtime import resolve_device  # noqa: E402
-from mechshift_utils.validation import ParameterError  # noqa: E402
-from mechshift_utils.vocab import EncodedTask  # noqa: E402
+from mechshift_utils.attribution import engine, runner  # noqa: E402
+from mechshift_utils.models.arch import arch_of  # noqa: E402
+from mechshift_utils.attribution.memory import GB, attribution_bytes, choose_batch_size, free_memory_bytes  # noqa: E402
+from mechshift_utils.core.devices import resolve_device  # noqa: E402
+from mechshift_utils.core.validation import ParameterError  # noqa: E402
+from mechshift_utils.tasks.encoding import EncodedTask  # noqa: E402
 
 CORRUPTED_POSITIONS = 3
 
@@ -290,7 +290,7 @@ def bench_shape(shape: str, args, device: torch.device) -> dict:
     est = attribution_bytes(arch, args.positions, batch, args.ig_batch, **options)
     est_no_lag = attribution_bytes(arch, args.positions, batch, args.ig_batch, gc_lag_batches=0, **options)
 
-    engine._RUNNERS.pop(id(model), None)  # the engine caches a runner per model: let this one go
+    runner._RUNNERS.pop(id(model), None)  # the engine caches a runner per model: let this one go
     del model
     gc.collect()
     if device.type == "cuda":

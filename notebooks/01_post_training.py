@@ -45,13 +45,14 @@ pool_size = 500  # at most this many common-correct examples per task are kept (
 import pandas as pd
 from IPython.display import display
 
-from mechshift_utils import plotting, tasks
-from mechshift_utils.evaluation import (accuracy_along_post_training, build_pools, dropped_table, eval_sets,
-                                        evaluate_pair)
-from mechshift_utils.pipeline import prepare_pair
+from mechshift_utils import tasks
+from mechshift_utils.core.validation import check_positive_int
+from mechshift_utils.evaluation.accuracy import (accuracy_along_post_training, build_pools, dropped_table, eval_sets,
+                                                 evaluate_pair)
+from mechshift_utils.notebook import plotting
+from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
+from mechshift_utils.notebook.pipeline import prepare_pair
 from mechshift_utils.tasks.real import generate_real
-from mechshift_utils.runtime import NotebookParams, figures_dir_for
-from mechshift_utils.validation import check_positive_int
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone

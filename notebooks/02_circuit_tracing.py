@@ -23,7 +23,7 @@
 #
 # Graph (as the EAP-IG reference): upstream nodes `input`, every head `a{l}.h{h}`,
 # every MLP `m{l}`; downstream nodes each head's separate **q, k, v inputs**, every MLP
-# and the `logits`. Everything runs through `mechshift_utils.attribute` on the plain
+# and the `logits`. Everything runs through `mechshift_utils.attribution` on the plain
 # transformers models wrapped by nnsight, the same code for the ARM and the MDM (and
 # for Llama/Qwen2 modules). Before trusting it on the comparison, this notebook checks
 # it against exact activation patching and the completeness of integrated gradients,
@@ -51,14 +51,15 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from mechshift_utils import plotting, tasks
-from mechshift_utils.attribute import attribute
-from mechshift_utils.circuits import curve_area, faithfulness_curve, k_sweep
-from mechshift_utils.pipeline import prepare_pair
-from mechshift_utils.runtime import NotebookParams, figures_dir_for
-from mechshift_utils.stats import spearman
-from mechshift_utils.tracing import pool_data, resolve_batch_size, traced
-from mechshift_utils.validation import check_positive_int
+from mechshift_utils import tasks
+from mechshift_utils.analysis.circuits import curve_area, faithfulness_curve, k_sweep
+from mechshift_utils.analysis.stats import spearman
+from mechshift_utils.attribution import attribute
+from mechshift_utils.attribution.tracing import pool_data, resolve_batch_size, traced
+from mechshift_utils.core.validation import check_positive_int
+from mechshift_utils.notebook import plotting
+from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
+from mechshift_utils.notebook.pipeline import prepare_pair
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
@@ -219,7 +220,7 @@ plt.show()
 # faithful are the circuits under it?
 
 # %%
-from mechshift_utils.metrics import prob_diff
+from mechshift_utils.attribution.metrics import prob_diff
 
 gt = pools["greater_than"]
 rows, prob_curves = [], []

@@ -53,14 +53,17 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from mechshift_utils import plotting, tasks
-from mechshift_utils.circuits import k_sweep
-from mechshift_utils.comparison import (bootstrap_early_share, early_layer_count, bootstrap_early_share_difference,
-                                        component_importance, depth_profile, jaccard, profile_distance)
-from mechshift_utils.pipeline import prepare_pair
-from mechshift_utils.runtime import NotebookParams, figures_dir_for
-from mechshift_utils.tracing import circuit_size, trace_pair
-from mechshift_utils.validation import check_positive_int
+from mechshift_utils import tasks
+from mechshift_utils.analysis.circuits import k_sweep
+from mechshift_utils.analysis.comparison import (bootstrap_early_share, bootstrap_early_share_difference,
+                                                 early_layer_count, importance_and_profiles, jaccard, jaccard_over_k,
+                                                 profile_distance)
+from mechshift_utils.analysis.verdicts import regime_word, structural_verdicts
+from mechshift_utils.attribution.tracing import circuit_size, trace_pair
+from mechshift_utils.core.validation import check_positive_int
+from mechshift_utils.notebook import plotting
+from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
+from mechshift_utils.notebook.pipeline import prepare_pair
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
@@ -83,13 +86,9 @@ print(f"{graph.n_edges} edges; circuits of K = {K}; early layers = the first {n_
 # ## Overlap of the top-K edge sets
 
 # %%
-rows = []
-for task in order:
-    a, m = att[("arm", task)].edge_scores, att[("mdm", task)].edge_scores
-    for k in k_sweep(graph.n_edges):
-        rows.append({"task": task, "regime": regime[task], "k": k, "fraction": k / graph.n_edges,
-                     "jaccard": jaccard(graph.top_edges(a, k), graph.top_edges(m, k))})
-overlap = pd.DataFrame(rows)
+overlap = pd.DataFrame([{"task": task, "regime": regime[task], **row} for task in order
+                        for row in jaccard_over_k(graph, att[("arm", task)].edge_scores, att[("mdm", task)].edge_scores,
+                                                  k_sweep(graph.n_edges))])
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 styles = {tasks.PREFIX_DOMINANT: "-", tasks.GLOBALLY_CONSTRAINED: "--"}
 for task in order:
@@ -109,18 +108,8 @@ plt.show()
 # edges into its q/k/v or MLP input), normalised per model and task to shares.
 
 # %%
-imp_rows, prof_rows = [], []
-for task in order:
-    for role in ("arm", "mdm"):
-        res = att[(role, task)]
-        importance = component_importance(graph, res.edge_scores, graph.top_edges(res.edge_scores, K))
-        share = importance / importance.sum()
-        for rank, (name, value) in enumerate(share.items(), start=1):
-            imp_rows.append({"task": task, "model": role, "component": name, "share": value, "rank": rank})
-        for layer, value in depth_profile(importance, n_layers).items():
-            prof_rows.append({"task": task, "regime": regime[task], "model": role, "layer": layer, "share": value})
-importance = pd.DataFrame(imp_rows)
-profiles = pd.DataFrame(prof_rows)
+importance, profiles = importance_and_profiles(
+    graph, {(task, role): att[(role, task)].edge_scores for task in order for role in ("arm", "mdm")}, K, regime)
 
 components = ["input"] + [n for n in graph.upstream[1:]] + ["logits"]
 heat = importance.pivot_table(index="component", columns=["task", "model"], values="share").reindex(components)
@@ -207,12 +196,12 @@ plt.show()
 # %% [markdown]
 # ## Verdict per regime
 #
-# Operational form of the claims (the thresholds are parameters of this notebook):
-# claim 1 holds for a prefix-dominant task when Jaccard at K ≥ `overlap_threshold` and
-# the depth profiles differ by at most `profile_threshold` (total variation). Claim 2
-# holds for a globally constrained task when its Jaccard is below the mean Jaccard of
-# the prefix-dominant tasks **and** the MDM's early-layer share exceeds the ARM's with
-# a bootstrap interval of the difference above zero.
+# Operational form of the claims (`mechshift_utils.analysis.verdicts`; the thresholds are
+# parameters of this notebook): claim 1 holds for a prefix-dominant task when Jaccard at
+# K ≥ `overlap_threshold` and the depth profiles differ by at most `profile_threshold`
+# (total variation). Claim 2 holds for a globally constrained task when its Jaccard is
+# below the mean Jaccard of the prefix-dominant tasks **and** the MDM's early-layer share
+# exceeds the ARM's with a bootstrap interval of the difference above zero.
 
 # %%
 at_k = pd.DataFrame([{"task": t, "regime": regime[t],
@@ -222,24 +211,11 @@ at_k = pd.DataFrame([{"task": t, "regime": regime[t],
                           profiles[(profiles.task == t) & (profiles.model == "arm")].set_index("layer").share,
                           profiles[(profiles.task == t) & (profiles.model == "mdm")].set_index("layer").share)}
                      for t in order]).merge(diffs, on=["task", "regime"])
-prefix_mean = at_k[at_k.regime == tasks.PREFIX_DOMINANT].jaccard.mean()
-verdicts = []
-for row in at_k.itertuples():
-    if row.regime == tasks.PREFIX_DOMINANT:
-        holds = row.jaccard >= overlap_threshold and row.profile_distance <= profile_threshold
-        claim = "claim 1 (kept circuit)"
-    else:
-        holds = row.jaccard < prefix_mean and row.ci_low > 0
-        claim = "claim 2 (new, earlier pathways)"
-    verdicts.append({"task": row.task, "regime": row.regime, "claim": claim, "holds": bool(holds),
-                     "jaccard": row.jaccard, "profile_distance": row.profile_distance,
-                     "early_share_mdm_minus_arm": row.difference, "diff_ci": f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"})
-verdicts = pd.DataFrame(verdicts)
+verdicts = structural_verdicts(at_k, overlap_threshold, profile_threshold)
 verdicts.to_csv(f"{figures_dir}/03_verdicts.csv", index=False)
 display(verdicts)
 for reg in (tasks.PREFIX_DOMINANT, tasks.GLOBALLY_CONSTRAINED):
     sub = verdicts[verdicts.regime == reg]
-    word = "holds" if sub.holds.all() else ("holds partly" if sub.holds.any() else "does not hold")
-    print(f"{reg}: {sub.claim.iloc[0]} {word} here "
+    print(f"{reg}: {sub.claim.iloc[0]} {regime_word(sub.holds)} here "
           f"(Jaccard {', '.join(f'{t}={j:.2f}' for t, j in zip(sub.task, sub.jaccard))}; "
           f"MDM-ARM early share {', '.join(f'{t}={d:+.3f}' for t, d in zip(sub.task, sub.early_share_mdm_minus_arm))})")

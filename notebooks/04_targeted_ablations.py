@@ -54,15 +54,15 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from mechshift_utils import plotting, tasks
-from mechshift_utils.circuits import ablate_components
-from mechshift_utils.comparison import component_importance, early_layer_count
-from mechshift_utils.graph import layer_of
-from mechshift_utils.pipeline import prepare_pair
-from mechshift_utils.runtime import NotebookParams, figures_dir_for
-from mechshift_utils.stats import bootstrap_ci
-from mechshift_utils.tracing import circuit_size, resolve_batch_size, trace_pair
-from mechshift_utils.validation import check_positive_int
+from mechshift_utils import tasks
+from mechshift_utils.analysis.ablations import (GROUP_ORDER, ablate_components, ablation_candidates, ablation_groups,
+                                                ablation_summary, early_hurts_more)
+from mechshift_utils.analysis.comparison import early_layer_count
+from mechshift_utils.attribution.tracing import circuit_size, resolve_batch_size, trace_pair
+from mechshift_utils.core.validation import check_positive_int
+from mechshift_utils.notebook import plotting
+from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
+from mechshift_utils.notebook.pipeline import prepare_pair
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
@@ -79,26 +79,12 @@ n_layers = graph.arch.n_layers
 n_early = early_layer_count(n_layers, early_layers)
 batch_size = resolve_batch_size(pair, batch_size, pools, ig_steps)  # for this notebook's own passes
 K = circuit_size(graph, k_edges, k_fraction, params.model_pair)
-candidates = [n for n in graph.upstream if n != "input"]
+candidates = ablation_candidates(graph)
 print(f"K = {K}; early layers: < {n_early}; {len(candidates)} heads and MLPs to choose from")
 
 # %%
-rng = np.random.default_rng(seed)
-groups = []
-for task in order:
-    for role in ("arm", "mdm"):
-        res = att[(role, task)]
-        importance = component_importance(graph, res.edge_scores, graph.top_edges(res.edge_scores, K))
-        ranked = [n for n in importance.index if n in set(candidates)]
-        early = [n for n in ranked if layer_of(n) < n_early][:n_components]
-        late = [n for n in ranked if layer_of(n) >= n_early][:n_components]
-        groups.append({"task": task, "model": role, "group": "early", "draw": 0, "components": early})
-        groups.append({"task": task, "model": role, "group": "mid/late", "draw": 0, "components": late})
-        for d in range(n_random):
-            pick = sorted(rng.choice(len(candidates), size=n_components, replace=False).tolist())
-            groups.append({"task": task, "model": role, "group": "random", "draw": d,
-                           "components": [candidates[i] for i in pick]})
-groups = pd.DataFrame(groups)
+scores = {(task, role): att[(role, task)].edge_scores for task in order for role in ("arm", "mdm")}
+groups = ablation_groups(graph, scores, K, n_early, n_components, n_random, np.random.default_rng(seed))
 display(groups[groups.group != "random"].pivot_table(index="task", columns=["model", "group"],
                                                       values="components", aggfunc=lambda c: ", ".join(c.iloc[0])))
 
@@ -113,20 +99,11 @@ for ablation in ("zero", "mean"):
         rows.append(per_example.assign(task=task, model=role, ablation=ablation))
 results = pd.concat(rows, ignore_index=True)
 
-summary = []
-for (ablation, task, role, group), sub in results.groupby(["ablation", "task", "model", "group"], sort=False):
-    clean_scale = sub.metric_clean.mean()
-    m, lo, hi = bootstrap_ci((sub.metric_clean - sub.metric_ablated) / clean_scale, n_boot, seed)
-    a, alo, ahi = bootstrap_ci(sub.accuracy_clean - sub.accuracy_ablated, n_boot, seed)
-    summary.append({"ablation": ablation, "task": task, "regime": tasks.get_task(task).regime, "model": role,
-                    "group": group, "metric_drop": m, "metric_ci_low": lo, "metric_ci_high": hi,
-                    "accuracy_drop": a, "accuracy_ci_low": alo, "accuracy_ci_high": ahi,
-                    "n_rows": len(sub)})
-summary = pd.DataFrame(summary)
+summary = ablation_summary(results, {t: tasks.get_task(t).regime for t in order}, n_boot, seed)
 display(summary.round(3))
 
 # %%
-group_order = ["early", "mid/late", "random"]
+group_order = list(GROUP_ORDER)
 for what, label in (("metric", "logit-difference drop (share of clean)"), ("accuracy", "accuracy drop")):
     fig, axes = plt.subplots(2, len(order), figsize=(3.3 * len(order), 6), sharey="row")
     for r, ablation in enumerate(("zero", "mean")):
@@ -162,7 +139,7 @@ z = summary[(summary.ablation == "zero")].set_index(["task", "model", "group"])
 for task in order:
     for role in ("mdm", "arm"):
         e, l, r = (z.loc[(task, role, g)] for g in group_order)
-        clearer = e.metric_ci_low > max(l.metric_ci_high, r.metric_ci_high)
         print(f"{task:13s} {plotting.MODEL_LABELS[role]}: early {e.metric_drop:+.2f} "
               f"[{e.metric_ci_low:+.2f}, {e.metric_ci_high:+.2f}], mid/late {l.metric_drop:+.2f}, "
-              f"random {r.metric_drop:+.2f} -> early hurts more than both: {'yes' if clearer else 'no'}")
+              f"random {r.metric_drop:+.2f} -> early hurts more than both: "
+              f"{'yes' if early_hurts_more(summary, task, role) else 'no'}")

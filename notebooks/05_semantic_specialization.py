@@ -67,18 +67,19 @@ import pandas as pd
 from IPython.display import display
 from tqdm import tqdm
 
-from mechshift_utils import plotting, tasks
-from mechshift_utils.comparison import early_layer_count
-from mechshift_utils.logit_lens import logit_lens, promoted_tokens
-from mechshift_utils.neurons import (explain_neurons, feature_kind, neuron_attribution, selected_activations,
-                                     token_features)
-from mechshift_utils.pipeline import prepare_pair
-from mechshift_utils.runtime import NotebookParams, figures_dir_for
-from mechshift_utils.specialization import (alignment_weights, bootstrap_compare, claim3_verdict,
-                                            importance_weights, model_components, regime_verdict)
-from mechshift_utils.stats import bootstrap_ci, spearman
-from mechshift_utils.tracing import circuit_size, resolve_batch_size, trace_pair
-from mechshift_utils.validation import check_non_negative_int, check_positive_int
+from mechshift_utils import tasks
+from mechshift_utils.analysis.comparison import early_layer_count
+from mechshift_utils.analysis.logit_lens import dla_grid, logit_lens, promoted_tokens
+from mechshift_utils.analysis.neurons import (explain_neurons, feature_kind, neuron_attribution, selected_activations,
+                                              token_features)
+from mechshift_utils.analysis.specialization import (alignment_weights, bootstrap_compare, claim3_table,
+                                                     importance_weights, model_components, regime_verdict)
+from mechshift_utils.analysis.stats import bootstrap_ci, spearman
+from mechshift_utils.attribution.tracing import circuit_size, resolve_batch_size, trace_pair
+from mechshift_utils.core.validation import check_non_negative_int, check_positive_int
+from mechshift_utils.notebook import plotting
+from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
+from mechshift_utils.notebook.pipeline import prepare_pair
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
@@ -134,22 +135,10 @@ display(dla_table.groupby(["task", "model"]).agg(logit_diff=("logit_diff", "firs
                                                  embeddings=("dla", lambda s: s.iloc[0]),
                                                  remainder=("remainder", "first")).round(3))
 
-
-def grid(table):
-    """[layer, head..., mlp] matrix of mean DLA."""
-    out = np.zeros((a.n_layers, a.n_heads + 1))
-    for row in table.itertuples():
-        if row.kind == "head":
-            out[row.layer, int(row.component.split(".h")[1])] = row.dla
-        elif row.kind == "mlp":
-            out[row.layer, a.n_heads] = row.dla
-    return out
-
-
 fig, axes = plt.subplots(2, len(order), figsize=(3.2 * len(order), 0.45 * a.n_layers * 2 + 2.4), squeeze=False,
                          layout="constrained")
 for c, task in enumerate(order):
-    mats = {role: grid(dla_table[(dla_table.task == task) & (dla_table.model == role)]) for role in roles}
+    mats = {role: dla_grid(dla_table[(dla_table.task == task) & (dla_table.model == role)], a) for role in roles}
     vmax = max(np.abs(m).max() for m in mats.values()) or 1.0
     for r, role in enumerate(roles):
         ax = axes[r, c]
@@ -273,15 +262,7 @@ plt.show()
 # its tasks' verdict when they agree.
 
 # %%
-verdict_rows = []
-for (task, quantity), sub in spec.groupby(["task", "quantity"], sort=False):
-    diff = sub[sub.model == "mdm-arm"].set_index("measure")
-    verdict_rows.append({"task": task, "regime": regime[task], "quantity": quantity,
-                         "verdict": claim3_verdict(sub),
-                         **{f"{m}_mdm_minus_arm": diff.loc[m, "value"] for m in ("entropy_norm", "gini", "top5")},
-                         **{f"{m}_ci": f"[{diff.loc[m, 'ci_low']:+.3f}, {diff.loc[m, 'ci_high']:+.3f}]"
-                            for m in ("entropy_norm", "gini", "top5")}})
-verdicts = pd.DataFrame(verdict_rows)
+verdicts = claim3_table(spec, regime)
 verdicts.to_csv(f"{figures_dir}/05_claim3_verdicts.csv", index=False)
 display(verdicts)
 for reg in (tasks.PREFIX_DOMINANT, tasks.GLOBALLY_CONSTRAINED):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mechshift_utils.embedded import ArmConfig, new_arm
-from mechshift_utils.vocab import build_word_tokenizer
+from mechshift_utils.models.embedded import ArmConfig, new_arm
+from mechshift_utils.tasks import build_word_tokenizer
 
 MICRO_ARM = ArmConfig(n_layer=2, n_head=2, n_embd=16, n_positions=32, steps=8, batch_size=8, warmup=2)
 

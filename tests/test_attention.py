@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mechshift_utils.models import is_bidirectional, set_bidirectional
-from mechshift_utils.post_training import annealed_attention_bias
+from mechshift_utils.models.post_training import annealed_attention_bias
 
 
 def _earlier_change(model, vocab_size, length=10, seed=0):

@@ -4,16 +4,18 @@ import pytest
 import torch
 
 from mechshift_utils import tasks
-from mechshift_utils.arch import arch_of
-from mechshift_utils.attribute import attribute, norm_vjp
-from mechshift_utils.circuits import ablate_components, faithfulness_curve
-from mechshift_utils.embedded import ArmConfig, new_arm
-from mechshift_utils.graph import Graph
+from mechshift_utils.models.arch import arch_of
+from mechshift_utils.attribution.engine import attribute
+from mechshift_utils.attribution.runner import norm_vjp
+from mechshift_utils.analysis.ablations import ablate_components
+from mechshift_utils.analysis.circuits import faithfulness_curve
+from mechshift_utils.models.embedded import ArmConfig, new_arm
+from mechshift_utils.attribution.graph import Graph
 from mechshift_utils.models import set_bidirectional
-from mechshift_utils.scoring import logit_difference
-from mechshift_utils.stats import spearman
-from mechshift_utils.validation import ParameterError
-from mechshift_utils.vocab import encode_examples
+from mechshift_utils.evaluation.scoring import logit_difference
+from mechshift_utils.analysis.stats import spearman
+from mechshift_utils.core.validation import ParameterError
+from mechshift_utils.tasks.encoding import encode_examples
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +96,14 @@ def test_causal_model_gets_nothing_from_after_the_slot(micro_arm, tokenizer, cou
     data.corrupted_ids[:, -1] = data.corrupted_ids[:, 1]  # another number at the last position only
     changed = data.corrupted_ids[:, -1] != data.clean_ids[:, -1]
     assert changed.any() and (data.answer_positions[:, 0] < data.clean_ids.shape[1] - 1).all()
-    for method in ("eap", "eap-ig", "exact"):
+    for method in ("eap", "eap-ig"):  # the gradient from a position the slot cannot see is exactly 0
         arm = attribute(micro_arm, data, method=method, progress=False)
         assert (arm.edge_scores == 0).all() and (arm.node_scores == 0).all(), method
+    # exact patching recomputes the patched destination's input (q/k/v through their weights), which
+    # rounds differently from the module's own pass by ~1e-9: zero up to float32 rounding
+    arm = attribute(micro_arm, data, method="exact", progress=False)
+    scale = arm.metric_clean.abs().max()
+    assert arm.edge_scores.abs().max() <= 1e-5 * scale and arm.node_scores.abs().max() <= 1e-5 * scale
     mdm = attribute(set_bidirectional(micro_arm, True), data, method="eap-ig", progress=False)
     assert mdm.edge_scores.abs().max() > 0
     set_bidirectional(micro_arm, False)
@@ -115,8 +122,10 @@ def test_faithfulness_end_points(micro_arm, ioi):
     res = attribute(micro_arm, ioi, method="eap-ig", ig_steps=4, progress=False)
     n = res.graph.n_edges
     curve = faithfulness_curve(micro_arm, ioi, res, [0, 5, n], progress=False)
-    assert curve.faithfulness.iloc[0] == pytest.approx(0.0, abs=1e-5)
-    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-5)
+    # exact up to float32 rounding of the patched passes, divided by the micro model's small gap
+    # (m(full) - m(corrupt) is about 4e-4 here), so the end points are within ~1e-4, not 1e-7
+    assert curve.faithfulness.iloc[0] == pytest.approx(0.0, abs=2e-4)
+    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=2e-4)
 
 
 def test_ablating_components(micro_arm, ioi):
@@ -228,7 +237,7 @@ def test_attribution_leaves_the_model_untouched(micro_arm, ioi):
 
 
 def test_probability_difference_metric_by_hand(tokenizer):
-    from mechshift_utils.metrics import prob_diff
+    from mechshift_utils.attribution.metrics import prob_diff
 
     data = encode_examples(tasks.generate("greater_than", 3, 0), tokenizer)
     logits = torch.randn(3, len(tokenizer))

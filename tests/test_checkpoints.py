@@ -7,10 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mechshift_utils.embedded import (ArmConfig, PostTrainConfig, arm_run_dir, pair_run_dir, prepare_embedded_pair)
+from mechshift_utils.models.embedded import (ArmConfig, PostTrainConfig, arm_run_dir, pair_run_dir,
+                                             prepare_embedded_pair)
 from mechshift_utils.models import is_bidirectional, load_pair
-from mechshift_utils.training import RESUME_FILE
-from mechshift_utils.validation import ParameterError
+from mechshift_utils.models.training import RESUME_FILE
+from mechshift_utils.core.validation import ParameterError
 
 ARM = ArmConfig(n_layer=2, n_head=2, n_embd=16, steps=12, batch_size=8, warmup=2)
 POST = PostTrainConfig(steps=10, batch_size=8, warmup=2, anneal_steps=5, n_checkpoints=6)

@@ -2,10 +2,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mechshift_utils.arch import Arch
-from mechshift_utils.comparison import (component_importance, depth_profile, jaccard, profile_distance)
-from mechshift_utils.graph import Graph
-from mechshift_utils.stats import bootstrap_ci, spearman
+from mechshift_utils.models.arch import Arch
+from mechshift_utils.analysis.comparison import (component_importance, depth_profile, jaccard, profile_distance)
+from mechshift_utils.attribution.graph import Graph
+from mechshift_utils.analysis.stats import bootstrap_ci, spearman
 
 
 def test_jaccard():
@@ -40,7 +40,7 @@ def test_spearman_and_bootstrap():
 
 
 def test_early_layer_count():
-    from mechshift_utils.comparison import early_layer_count
+    from mechshift_utils.analysis.comparison import early_layer_count
 
     assert early_layer_count(4) == 2 and early_layer_count(28) == 14 and early_layer_count(1) == 1
     assert early_layer_count(28, 7) == 7

@@ -17,11 +17,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
                           Qwen2Config, Qwen2ForCausalLM)
 
-from mechshift_utils import real_pairs
+from mechshift_utils.models import real_pairs, registry
 from mechshift_utils.models import is_bidirectional, load_pair
-from mechshift_utils.real_pairs import PairSpec, load_spec, register_local_pair
-from mechshift_utils.scoring import read_positions, slot_logits
-from mechshift_utils.validation import ParameterError
+from mechshift_utils.models import register_local_pair
+from mechshift_utils.models.real_pairs import PairSpec, load_spec
+from mechshift_utils.evaluation.scoring import read_positions, slot_logits
+from mechshift_utils.core.validation import ParameterError
 
 ARM_VOCAB = 100  # tokenizer words w0..w99 (w0 = <unk>, w1 = <eos>)
 WIDTH, LAYERS, HEADS, KV_HEADS = 32, 2, 4, 2
@@ -290,7 +291,7 @@ def test_llama_sharded_bf16_through_checkpoint_dir(tmp_path):
     root = tmp_path / "models"
     save_arm(root / "arm", randomized(LlamaForCausalLM(LlamaConfig(**llama_common(ARM_VOCAB))), 3))
     mdm_dir = write_llama_mdm(root / "mdm", seed=4)
-    real_pairs.register_spec(PairSpec("test-llama", "nobody/arm", "nobody/mdm", "llama", 7, "llama"))
+    registry.register_spec(PairSpec("test-llama", "nobody/arm", "nobody/mdm", "llama", 7, "llama"))
     pair = load_pair("test-llama", checkpoint_dir=root, device="cpu", dtype="float32")
 
     assert type(pair.mdm).__name__ == "LlamaForCausalLM" and pair.mdm.dtype == torch.float32

@@ -5,15 +5,17 @@ import os
 import pytest
 import torch
 
-from mechshift_utils import memory, tasks
-from mechshift_utils.arch import Arch, arch_of
-from mechshift_utils.attribute import ablated_batch, runner_for
-from mechshift_utils.graph import Graph
-from mechshift_utils.memory import (FLOAT32, NORM_VJP_COPIES, attribution_bytes, choose_batch_size, describe_plan,
-                                    free_memory_bytes, graph_sizes, weight_copy_bytes)
-from mechshift_utils.metrics import logit_diff
-from mechshift_utils.validation import ParameterError
-from mechshift_utils.vocab import encode_examples
+from mechshift_utils import tasks
+from mechshift_utils.attribution import memory
+from mechshift_utils.models.arch import Arch, arch_of
+from mechshift_utils.attribution.engine import ablated_batch
+from mechshift_utils.attribution.runner import runner_for
+from mechshift_utils.attribution.graph import Graph
+from mechshift_utils.attribution.memory import (FLOAT32, NORM_VJP_COPIES, attribution_bytes, choose_batch_size,
+                                                describe_plan, free_memory_bytes, graph_sizes, weight_copy_bytes)
+from mechshift_utils.attribution.metrics import logit_diff
+from mechshift_utils.core.validation import ParameterError
+from mechshift_utils.tasks.encoding import encode_examples
 
 LLAMA_7B = Arch("llama", n_layers=32, n_heads=32, n_kv_heads=32, d_model=4096, head_dim=128)
 QWEN25_7B = Arch("llama", n_layers=28, n_heads=28, n_kv_heads=4, d_model=3584, head_dim=128)
@@ -184,7 +186,7 @@ def test_delta_term_is_the_engines_buffer(qwen_and_data):
 
 
 def test_scores_vjp_stack_and_saved_tensors_are_the_engines(qwen_and_data, monkeypatch):
-    import mechshift_utils.attribute as engine
+    import mechshift_utils.attribution.runner as runner_module
 
     model, data = qwen_and_data
     runner = runner_for(model)
@@ -195,7 +197,7 @@ def test_scores_vjp_stack_and_saved_tensors_are_the_engines(qwen_and_data, monke
     delta = torch.zeros(b, n_up, positions, arch.d_model)  # node-major, as the engine hands it
     emb = torch.randn(ig_batch * b, positions, arch.d_model)
     seen = {"stack": 0, "saved": 0}
-    real_vjp, real_dot = engine.norm_vjp, runner._dot_gradients
+    real_vjp, real_dot = runner_module.norm_vjp, runner._dot_gradients
 
     def vjp(norm, x, cot):
         seen["stack"] = max(seen["stack"], cot.numel() * cot.element_size())
@@ -206,7 +208,7 @@ def test_scores_vjp_stack_and_saved_tensors_are_the_engines(qwen_and_data, monke
         seen["saved"] = sum(t.numel() * t.element_size() for t in tensors)
         return real_dot(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats)
 
-    monkeypatch.setattr(engine, "norm_vjp", vjp)
+    monkeypatch.setattr(runner_module, "norm_vjp", vjp)
     monkeypatch.setattr(runner, "_dot_gradients", dot)
     scores = runner.gradient_scores(data.clean_ids[idx], read, idx, logit_diff(data), delta, emb, ig_batch)
     est = attribution_bytes(arch, positions, b, ig_batch, dtype_bytes=4, ig_steps=ig_batch)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mechshift_utils.notebooks import NotebookFailed, discover, main, run_all, to_ipynb
+from mechshift_utils.notebook.runner import NotebookFailed, discover, main, run_all, to_ipynb
 
 EXPECTED_FIGURES = {
     "01_post_training": ["01_arm_training_curve", "01_post_training_loss", "01_accuracy_arm_vs_mdm",

@@ -3,11 +3,12 @@ from dataclasses import replace
 
 import pytest
 
-from mechshift_utils.embedded import DEFAULT_ARM, DEFAULT_POST, prepare_embedded_pair
-from mechshift_utils.evaluation import eval_sets
+from mechshift_utils.models.embedded import DEFAULT_ARM, DEFAULT_POST, prepare_embedded_pair
+from mechshift_utils.evaluation.accuracy import eval_sets
 from mechshift_utils.models import load_pair
-from mechshift_utils.runtime import NotebookParams, resolve_device
-from mechshift_utils.validation import ParameterError
+from mechshift_utils.core.devices import resolve_device
+from mechshift_utils.notebook.params import NotebookParams
+from mechshift_utils.core.validation import ParameterError
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -60,7 +61,7 @@ def test_evaluation_sizes(tokenizer):
 def test_smoke_runs_never_write_the_committed_figures(tmp_path):
     from pathlib import Path
 
-    from mechshift_utils.runtime import figures_dir_for
+    from mechshift_utils.notebook.params import figures_dir_for
 
     repo_figures = Path(__file__).resolve().parents[1] / "figures"
     assert Path(figures_dir_for(repo_figures, True)).name == "smoke_figures"
@@ -87,7 +88,24 @@ def test_pair_files_register_a_pair_or_name_what_is_wrong(tmp_path):
 def test_device_map_pair_keeps_each_model_whole():
     import torch
 
-    from mechshift_utils.real_pairs import check_device_map, pair_devices
+    from mechshift_utils.models.real_pairs import check_device_map, pair_devices
 
     assert check_device_map("pair") == "pair" and check_device_map("") is None
     assert pair_devices(torch.device("cpu")) == (torch.device("cpu"), torch.device("cpu"))
+
+
+def test_the_built_in_pairs_are_one_table_and_cannot_be_replaced():
+    import subprocess
+    import sys
+
+    from mechshift_utils.models import BUILT_IN_PAIRS, register_pair
+    from mechshift_utils.models.real_pairs import REAL_PAIRS
+
+    assert list(BUILT_IN_PAIRS) == ["embedded", *REAL_PAIRS]
+    with pytest.raises(ParameterError, match="'embedded' is a built-in pair"):
+        register_pair("embedded", lambda **kw: None)
+    # a fresh interpreter knows exactly the table, without importing anything for its side effect
+    code = ("from mechshift_utils.models.registry import known_pairs, BUILT_IN_PAIRS; "
+            "assert known_pairs() == list(BUILT_IN_PAIRS), known_pairs(); print(len(known_pairs()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(1 + len(REAL_PAIRS))

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from mechshift_utils.post_training import T_EPS, anneal_ratio, masked_diffusion_loss, noise_batch
+from mechshift_utils.models.post_training import T_EPS, anneal_ratio, masked_diffusion_loss, noise_batch
 
 
 def _logits_for(probabilities_of_target, targets, vocab=3):

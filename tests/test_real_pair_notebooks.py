@@ -11,7 +11,7 @@ from test_loaders import gpt2_config, llama_common, randomized, write_diffugpt, 
 from test_real_tasks import _corpus, gpt2_like, llama_like
 from transformers import GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from mechshift_utils.notebooks import run_all
+from mechshift_utils.notebook.runner import run_all
 
 LAYOUTS = ("diffugpt-s", "diffugpt-m", "llama", "dream")
 

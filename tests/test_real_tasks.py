@@ -17,11 +17,11 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from mechshift_utils import tasks
-from mechshift_utils.scoring import load_pool, save_pool
+from mechshift_utils.tasks.pools import load_pool, save_pool
 from mechshift_utils.tasks import MASK, TaskExample
 from mechshift_utils.tasks import real
-from mechshift_utils.validation import ParameterError
-from mechshift_utils.vocab import (DROP_FIRST, DROP_LENGTH, DROP_SET, encode_examples, encode_subword)
+from mechshift_utils.core.validation import ParameterError
+from mechshift_utils.tasks.encoding import (DROP_FIRST, DROP_LENGTH, DROP_SET, encode_examples, encode_subword)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
 N = {"ioi": 40, "greater_than": 30, "countdown": 40, "countdown_cd4": 12, "infilling": 40}
@@ -279,7 +279,7 @@ def test_examples_round_trip_through_json(toks, generated):
 def test_a_saved_pool_re_encodes_to_the_same_tensors(toks, generated, tmp_path):
     """save_pool keeps the example's own answer positions and writes the token slots beside them, so
     a pool read back (as tracing.pool_data does) gives the same token ids and slots."""
-    from mechshift_utils.evaluation import encode_for
+    from mechshift_utils.tasks import encode_for
 
     tok, mask_id = toks["gpt2"]
     data = encode_examples(generated["countdown"], tok, mask_token_id=mask_id)

@@ -7,10 +7,11 @@ import torch
 
 from mechshift_utils import tasks
 from mechshift_utils.models import Decoding, ModelPair
-from mechshift_utils.scoring import (common_correct, decode, is_correct, load_pool, logit_difference,
-                                     save_pool, score_task, slot_logits)
-from mechshift_utils.validation import ParameterError
-from mechshift_utils.vocab import encode_examples
+from mechshift_utils.evaluation.scoring import (common_correct, decode, is_correct, logit_difference, score_task,
+                                                slot_logits)
+from mechshift_utils.tasks.pools import load_pool, save_pool
+from mechshift_utils.core.validation import ParameterError
+from mechshift_utils.tasks.encoding import encode_examples
 
 
 class PositionEcho(torch.nn.Module):

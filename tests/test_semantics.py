@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from mechshift_utils import tasks
-from mechshift_utils.logit_lens import logit_lens, promoted_tokens
+from mechshift_utils.analysis.logit_lens import logit_lens, promoted_tokens
 from mechshift_utils.models import set_bidirectional
-from mechshift_utils.neurons import (explain_neurons, neuron_attribution, selected_activations, selectivity,
+from mechshift_utils.analysis.neurons import (explain_neurons, neuron_attribution, selected_activations, selectivity,
                                      task_sequences, token_features)
-from mechshift_utils.specialization import bootstrap_compare, claim3_verdict, concentration
-from mechshift_utils.validation import ParameterError
-from mechshift_utils.vocab import encode_examples
+from mechshift_utils.analysis.specialization import bootstrap_compare, claim3_verdict, concentration
+from mechshift_utils.core.validation import ParameterError
+from mechshift_utils.tasks.encoding import encode_examples
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_exact_neuron_scores_equal_single_neuron_patching(arch, micro_models, io
 
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
 def test_ig_neuron_scores_are_complete_and_track_exact(arch, micro_models, ioi):
-    from mechshift_utils.stats import spearman
+    from mechshift_utils.analysis.stats import spearman
 
     model = _loud(set_bidirectional(micro_models[arch], True))
     ig = neuron_attribution(model, ioi, [0, 1], method="ig", ig_steps=32, progress=False)

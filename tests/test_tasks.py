@@ -2,8 +2,8 @@ import pytest
 
 from mechshift_utils import tasks
 from mechshift_utils.tasks import MASK, countdown
-from mechshift_utils.validation import ParameterError
-from mechshift_utils.vocab import encode_examples
+from mechshift_utils.core.validation import ParameterError
+from mechshift_utils.tasks.encoding import encode_examples
 
 
 @pytest.fixture(scope="module", params=tasks.TASK_NAMES)

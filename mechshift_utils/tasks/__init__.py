@@ -1,40 +1,17 @@
-"""The four tasks: two prefix-dominant (IOI, Greater-Than), two globally constrained
-(Countdown, Semantic Infilling). ``get_task(name)`` and ``generate(name, n, seed)``
-are the entry points."""
+"""Tasks: the seeded generators (word-level for the embedded pair, natural text for real pairs),
+the embedded pair's word tokenizer, examples encoded as tensors, and the pool files.
+
+``generate(name, n, seed)`` and ``get_task(name)`` are the entry points; ``task_examples`` and
+``encode_for`` pick the form a pair's tokenizer reads.
+"""
 from __future__ import annotations
 
-from ..validation import ParameterError, check_non_negative_int, check_positive_int
-from .base import (BOS, GLOBALLY_CONSTRAINED, MASK, PAD, PREFIX_DOMINANT, SPECIAL_TOKENS, UNK, Task,
-                   TaskExample)
-from .countdown import Countdown
-from .greater_than import GreaterThan
-from .infilling import SemanticInfilling
-from .ioi import IOI
+from .base import BOS, GLOBALLY_CONSTRAINED, MASK, PAD, PREFIX_DOMINANT, SPECIAL_TOKENS, UNK, Task, TaskExample
+from .encoding import EVAL_STREAM, EncodedTask, encode_examples, encode_for, task_examples
+from .registry import TASK_NAMES, TASKS, generate, get_task, task_vocabulary
+from .tokenizer import build_word_tokenizer, encode_words, is_word_level
 
-TASKS: dict[str, Task] = {t.name: t for t in (IOI(), GreaterThan(), Countdown(), SemanticInfilling())}
-TASK_NAMES = tuple(TASKS)
-
-
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ParameterError(f"task: expected one of {list(TASKS)}, got {name!r}")
-    return TASKS[name]
-
-
-def generate(task: str, n: int, seed: int) -> list[TaskExample]:
-    """n seeded examples of one task; the same (task, n, seed) gives the same examples."""
-    check_positive_int("n", n)
-    check_non_negative_int("seed", seed)
-    return get_task(task).generate(n, seed)
-
-
-def task_vocabulary() -> list[str]:
-    """Every word any task can emit, specials first, the rest sorted (a stable order)."""
-    words: set[str] = set()
-    for t in TASKS.values():
-        words |= t.vocabulary()
-    return list(SPECIAL_TOKENS) + sorted(words - set(SPECIAL_TOKENS))
-
-
-__all__ = ["BOS", "MASK", "PAD", "UNK", "PREFIX_DOMINANT", "GLOBALLY_CONSTRAINED", "Task", "TaskExample",
-           "TASKS", "TASK_NAMES", "get_task", "generate", "task_vocabulary"]
+__all__ = ["BOS", "MASK", "PAD", "UNK", "SPECIAL_TOKENS", "PREFIX_DOMINANT", "GLOBALLY_CONSTRAINED", "Task",
+           "TaskExample", "TASKS", "TASK_NAMES", "get_task", "generate", "task_vocabulary", "EncodedTask",
+           "encode_examples", "encode_for", "task_examples", "EVAL_STREAM", "build_word_tokenizer",
+           "encode_words", "is_word_level"]

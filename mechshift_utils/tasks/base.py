@@ -20,6 +20,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
+from ..core.seeding import stable_seed
+
 BOS = "[BOS]"
 MASK = "[MASK]"
 PAD = "[PAD]"
@@ -91,8 +93,6 @@ class Task:
         return len(example.valid) / self.candidates(example)
 
     def generate(self, n: int, seed: int) -> list[TaskExample]:
-        from ..runtime import stable_seed
-
         rng = random.Random(stable_seed("task", self.name, seed))
         return [self.sample(rng) for _ in range(n)]
 

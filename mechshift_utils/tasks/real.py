@@ -9,7 +9,7 @@ the pools, checks and scoring stay the same, with one difference in what its
 ``full`` list holds: text *pieces* rather than words. Each piece carries its own
 leading space (``" Amber"``), so joining the pieces without a separator gives
 the exact text; ``meta["style"] == "real"`` marks such examples. Position 0 is
-still the ``[BOS]`` marker: the subword encoder (``mechshift_utils.vocab``)
+still the ``[BOS]`` marker: the subword encoder (``mechshift_utils.tasks.encoding``)
 turns it into the tokenizer's BOS where the tokenizer has one and drops it
 where it has none (Qwen), and turns every answer piece into as many masked
 positions as the pair's tokenizer gives it.
@@ -25,7 +25,8 @@ import random
 import re
 from typing import ClassVar
 
-from ..validation import ParameterError, check_bool, check_non_negative_int, check_positive_int
+from ..core.seeding import stable_seed
+from ..core.validation import ParameterError, check_bool, check_non_negative_int, check_positive_int
 from .base import BOS, Task, TaskExample
 from .countdown import Countdown
 from .greater_than import GreaterThan
@@ -67,8 +68,6 @@ class RealTask(Task):
     stream: ClassVar[str] = "real-task"
 
     def generate(self, n: int, seed: int) -> list[TaskExample]:
-        from ..runtime import stable_seed
-
         rng = random.Random(stable_seed(self.stream, self.name, seed))
         return [self.sample(rng) for _ in range(n)]
 

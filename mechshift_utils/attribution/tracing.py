@@ -1,0 +1,125 @@
+"""Attributions of both models of a pair on the common-correct pools, cached next to the pair's run.
+
+``<run_dir>/attribution/<method>-<ablation>[-ig<steps>]/<role>/<task>/`` holds
+``nodes.csv`` (node, score), ``edges.csv`` (src, dst, score), ``examples.jsonl``
+(clean and corrupted ids, answer slots, correct and counterfactual ids: all a
+reader needs to recompute a score without this package) and ``scores.pt``
+(the tensors, per example included).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..core.validation import ParameterError, check_non_negative_int
+from ..models import ModelPair, arch_of
+from ..tasks import EVAL_STREAM, EncodedTask, encode_for, task_examples
+from ..tasks.pools import load_pool, pool_examples
+from .engine import Attribution, attribute
+from .graph import Graph
+from .memory import choose_batch_size, describe_plan
+
+
+def pool_data(run_dir, task: str, tokenizer, limit: int | None = None, fallback_seed: int | None = None,
+              mask_token_id: int | None = None) -> EncodedTask:
+    """The common-correct pool of a task (written by notebook 01) as encoded task data.
+
+    ``fallback_seed`` (smoke runs only, where barely trained models may solve
+    nothing): an empty pool is replaced by ``limit`` generated examples, with a
+    printed warning, so the pipeline still runs end to end. ``mask_token_id``:
+    the pair's, for a subword tokenizer (see mechshift_utils.tasks.encode_for).
+    """
+    path = Path(run_dir) / "pools" / f"{task}.jsonl"
+    if not path.is_file():
+        raise ParameterError(f"run_dir: no common-correct pool at {path}; run notebook 01 first")
+    records = load_pool(path)[:limit]
+    if not records and fallback_seed is not None:
+        print(f"warning: the {task} pool is empty; using {limit} generated examples instead (smoke run)")
+        return encode_for(task_examples(task, limit or 8, fallback_seed + EVAL_STREAM, tokenizer), tokenizer,
+                          mask_token_id)
+    if not records:
+        raise ParameterError(f"run_dir: the {task} pool at {path} is empty (no example both models solve)")
+    return encode_for(pool_examples(records), tokenizer, mask_token_id)
+
+
+def attribution_dir(run_dir, role: str, task: str, method: str, ablation: str, ig_steps: int) -> Path:
+    tag = f"{method}-{ablation}" + (f"-ig{ig_steps}" if method == "eap-ig" else "")
+    return Path(run_dir) / "attribution" / tag / role / task
+
+
+EMBEDDED_BATCH = 64
+
+
+def resolve_batch_size(pair: ModelPair, batch_size: int, pools: dict[str, EncodedTask], ig_steps: int = 8) -> int:
+    """``batch_size`` when positive. 0: 64 for the embedded pair (fixed, so the numbers never depend
+    on the machine); for a real pair the largest batch whose EAP-IG memory estimate
+    (mechshift_utils.attribution.memory) fits the free memory of the MDM's device at the longest pool's
+    length, printed with its plan."""
+    check_non_negative_int("batch_size", batch_size)
+    if batch_size:
+        return batch_size
+    if pair.name == "embedded":
+        return EMBEDDED_BATCH
+    arch = arch_of(pair.mdm)
+    positions = max(d.clean_ids.shape[1] for d in pools.values())
+    options = dict(dtype_bytes=next(pair.mdm.parameters()).element_size(), vocab_size=pair.mdm.config.vocab_size,
+                   ig_steps=ig_steps)
+    batch_size = choose_batch_size(arch, positions, pair.device, ig_batch=1, **options)
+    print(f"batch size {batch_size} from free memory on {pair.device}:",
+          describe_plan(arch, positions, batch_size, 1, **options))
+    return batch_size
+
+
+def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, method: str = "eap-ig",
+           ablation: str = "patching", ig_steps: int = 8, batch_size: int = EMBEDDED_BATCH) -> Attribution:
+    """Attribution of one model on one task's data: computed once, then read from the cache."""
+    folder = attribution_dir(run_dir, role, task, method, ablation, ig_steps)
+    cache = folder / "scores.pt"
+    model = pair.model(role)
+    if cache.is_file():
+        state = torch.load(cache, weights_only=False)
+        if torch.equal(state["clean_ids"], data.clean_ids):
+            graph = Graph.from_arch(arch_of(model))
+            return Attribution(graph, method, ablation, state["edge_scores"], state["node_scores"],
+                               state["metric_clean"], state["metric_ablated"], state["per_example"],
+                               state["ig_steps"])
+    # real pairs: one IG point per pass, as the memory plan assumes; stacking 4 was fastest on the CPU
+    result = attribute(model, data, method=method, ablation=ablation, ig_steps=ig_steps, batch_size=batch_size,
+                       shift=pair.shift, per_example=True, ig_batch=4 if pair.name == "embedded" else 1)
+    result.save(folder, data)
+    torch.save({"clean_ids": data.clean_ids, "edge_scores": result.edge_scores,
+                "node_scores": result.node_scores, "metric_clean": result.metric_clean,
+                "metric_ablated": result.metric_ablated, "per_example": result.per_example,
+                "ig_steps": result.ig_steps}, cache)
+    return result
+
+
+def trace_pair(pair: ModelPair, run_dir, task_names, pool_limit: int | None = None, ig_steps: int = 8,
+               batch_size: int = 0, fallback_seed: int | None = None):
+    """Pools and EAP-IG attributions of both models on every task (cached: notebook 02 computes them,
+    notebooks 03-05 read them). ``batch_size`` 0: see :func:`resolve_batch_size`.
+    Returns ({task: data}, {(role, task): Attribution}, graph)."""
+    pools = {task: pool_data(run_dir, task, pair.tokenizer, pool_limit, fallback_seed, pair.mask_token_id)
+             for task in task_names}
+    batch_size = resolve_batch_size(pair, batch_size, pools, ig_steps)
+    att = {}
+    for task in task_names:
+        for role in ("arm", "mdm"):
+            att[(role, task)] = traced(pair, run_dir, role, task, pools[task], ig_steps=ig_steps,
+                                       batch_size=batch_size)
+    return pools, att, next(iter(att.values())).graph
+
+
+REAL_PAIR_K = 1000  # the paper's circuit budget on 7B graphs
+
+
+def circuit_size(graph: Graph, k_edges: int = 0, k_fraction: float = 0.1, model_pair: str = "embedded") -> int:
+    """K for a circuit: ``k_edges`` when positive; else the paper's K = 1000 for a real pair whose graph
+    has at least ten times that many edges (every real model does: GPT-2 small has 32k), and a fraction
+    of all edges (at least 1) for the small embedded graph and for tiny test checkpoints."""
+    if not k_edges and model_pair != "embedded" and graph.n_edges >= 10 * REAL_PAIR_K:
+        k_edges = REAL_PAIR_K
+    k = k_edges or max(1, round(k_fraction * graph.n_edges))
+    graph.top_edges(torch.zeros(graph.valid.shape), k)  # stops with a clear message if K is too large
+    return k

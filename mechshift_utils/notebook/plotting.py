@@ -1,0 +1,72 @@
+"""Every figure goes to ``figures_dir`` as PNG and PDF, with the data it plots as a CSV beside it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+MODEL_COLORS = {"arm": "#1f77b4", "mdm": "#d62728"}
+MODEL_LABELS = {"arm": "ARM", "mdm": "MDM"}
+
+
+def use_style() -> None:
+    sns.set_theme(context="notebook", style="whitegrid")
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
+                         "pdf.fonttype": 42})
+
+
+def save_figure(fig, data: pd.DataFrame, name: str, figures_dir) -> dict[str, Path]:
+    """Write ``name``.png, .pdf and .csv (the plotted data) into ``figures_dir``; returns the paths."""
+    if not isinstance(data, pd.DataFrame) or data.empty:
+        raise ValueError(f"data: expected the non-empty table that figure {name!r} plots")
+    out = Path(figures_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
+    # Fixed metadata keeps re-runs with the same numbers byte-stable where the backends allow it.
+    fig.savefig(paths["png"], metadata={"Software": None})
+    fig.savefig(paths["pdf"], metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    data.to_csv(paths["csv"], index=False)
+    return paths
+
+
+def draw_circuit(ax, graph, scores, circuit, title: str = "", max_edges: int = 80) -> "pd.DataFrame":
+    """Layered drawing of a circuit: components by layer (bottom: input, top: logits), edges with
+    width by |score| and colour by sign (red raises the metric's gap, blue lowers it).
+    Returns the drawn edges as a table."""
+    import torch
+
+    from ..attribution.graph import component_of
+
+    a = graph.arch
+    rows = {"input": (0.0, 0.0), "logits": ((a.n_heads) / 2, 2 * a.n_layers + 1)}
+    for layer in range(a.n_layers):
+        for h in range(a.n_heads):
+            rows[f"a{layer}.h{h}"] = (h, 2 * layer + 1)
+        for g in range(a.n_kv_heads):
+            rows.setdefault(f"a{layer}.kv{g}", (g * a.n_heads / a.n_kv_heads, 2 * layer + 1))
+        rows[f"m{layer}"] = ((a.n_heads - 1) / 2, 2 * layer + 2)
+    src, dst = circuit.nonzero(as_tuple=True)
+    vals = scores[src, dst]
+    keep = torch.argsort(vals.abs(), descending=True)[:max_edges]
+    drawn = []
+    top = float(vals.abs().max()) if len(vals) else 1.0
+    for i in keep.tolist():
+        s, d = graph.upstream[src[i]], component_of(graph.downstream[dst[i]])
+        (x0, y0), (x1, y1) = rows[s], rows[d]
+        v = float(vals[i])
+        ax.plot([x0, x1], [y0, y1], color="#d62728" if v > 0 else "#1f77b4", alpha=0.7,
+                lw=0.4 + 3.5 * abs(v) / top, zorder=1)
+        drawn.append({"src": s, "dst": graph.downstream[dst[i]], "score": v})
+    used = {r["src"] for r in drawn} | {component_of(r["dst"]) for r in drawn}
+    for name, (x, y) in rows.items():
+        ax.scatter([x], [y], s=70 if name in used else 18, color="k" if name in used else "0.8", zorder=2)
+        if name in used:
+            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_yticks([0] + [2 * l + 1.5 for l in range(a.n_layers)] + [2 * a.n_layers + 1],
+                  ["input"] + [f"layer {l}" for l in range(a.n_layers)] + ["logits"], fontsize=7)
+    ax.set_xticks([])
+    ax.grid(False)
+    ax.set_title(title, fontsize=9)
+    return pd.DataFrame(drawn)
