@@ -69,3 +69,25 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path, capsys):
 def test_cli_rejects_an_unknown_notebook(tmp_path, capsys):
     assert main(["--only", "99", "--output-dir", str(tmp_path)]) == 1
     assert "--only: no notebook" in capsys.readouterr().err
+
+
+def test_saving_a_notebook_in_jupyterlab_leaves_it_unchanged(tmp_path):
+    """JupyterLab saves a .py notebook through jupytext's contents manager, with the project's
+    jupytext.toml: the file written must be the committed one, byte for byte."""
+    import shutil
+    from pathlib import Path
+
+    from jupyter_server.services.contents.largefilemanager import LargeFileManager
+    from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "jupytext.toml", tmp_path / "jupytext.toml")
+    (tmp_path / "notebooks").mkdir()
+    manager = build_sync_jupytext_contents_manager_class(LargeFileManager)(root_dir=str(tmp_path))
+    for source in discover():
+        shutil.copy(source, tmp_path / "notebooks" / source.name)
+        path = f"notebooks/{source.name}"
+        model = manager.get(path, content=True)
+        model["content"].metadata["language_info"] = {"name": "python"}  # what the browser adds
+        manager.save(model, path)
+        assert (tmp_path / path).read_bytes() == source.read_bytes(), f"saving {source.name} changes it"
