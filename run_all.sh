@@ -7,4 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure_env.sh
+# the checkout whose notebooks run: its own mechshift_utils, whatever the environment has installed
+export MECHSHIFT_CHECKOUT="$(pwd -P)"
 exec "$MECHSHIFT_PYTHON" -m mechshift_utils.notebook.runner "$@"

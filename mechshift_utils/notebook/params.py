@@ -1,12 +1,14 @@
 """The parameters every notebook accepts, checked in one place, and where a notebook writes figures."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.devices import resolve_device
 from ..core.validation import ParameterError, check_bool, check_non_negative_int
 from ..models import known_pairs, register_pair_file
+from .checkout import CHECKOUT_ENV, check_checkout, is_checkout, package_checkout
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -31,6 +33,7 @@ class NotebookParams:
     device_map: str = ""
 
     def validated(self) -> "NotebookParams":
+        check_checkout()  # the kernel runs the code of the checkout whose notebook it executes
         params = self
         if isinstance(self.model_pair, str) and self.model_pair.endswith(".json"):
             params = replace(self, model_pair=register_pair_file(Path(self.model_pair).expanduser()))
@@ -50,9 +53,16 @@ class NotebookParams:
 
 
 def figures_dir_for(figures_dir, smoke: bool):
-    """Where a notebook writes its figures: smoke runs never overwrite the committed ``figures/``
-    (they go to ``outputs/smoke_figures/`` instead, unless another folder was asked for)."""
-    repo_figures = Path(__file__).resolve().parents[2] / "figures"
-    if smoke and Path(figures_dir).resolve() == repo_figures:
-        return str(repo_figures.parent / "outputs" / "smoke_figures")
+    """Where a notebook writes its figures: a smoke run never writes into the ``figures/`` folder of a
+    checkout (the committed figures), wherever the package was imported from; it writes to that
+    checkout's ``outputs/smoke_figures/`` instead. Any other folder is used as given."""
+    folder = Path(figures_dir).resolve()
+    if smoke and folder.name == "figures" and _checkout_of(folder.parent):
+        return str(folder.parent / "outputs" / "smoke_figures")
     return str(figures_dir)
+
+
+def _checkout_of(folder: Path) -> bool:
+    served = os.environ.get(CHECKOUT_ENV)
+    return (folder == package_checkout() or (served is not None and folder == Path(served).resolve())
+            or is_checkout(folder))
