@@ -102,3 +102,60 @@ def test_missing_checkpoint_folder_names_the_parameter(tmp_path):
         load_pair("embedded", checkpoint_dir=tmp_path / "nope")
     with pytest.raises(ParameterError, match="checkpoint_dir: no ARM checkpoint"):
         load_pair("embedded", checkpoint_dir=tmp_path)
+
+
+def test_training_time_after_a_resume_counts_every_segment(tmp_path, monkeypatch):
+    """A clock that moves one second per step: the ARM's 12 steps take 12 s whether or not the run was
+    interrupted (after step 7, resumed from the state saved at step 5), not the last segment's 7 s."""
+    from mechshift_utils.models import training
+
+    clock = {"now": 0.0, "steps": 0, "crash_at": None}
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def one_second_per_step(*args, **kwargs):
+        clock["now"] += 1.0
+        clock["steps"] += 1
+        if clock["steps"] == clock["crash_at"]:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_clip(*args, **kwargs)
+
+    monkeypatch.setattr(training, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", one_second_per_step)
+    whole = prepare_embedded_pair(tmp_path / "whole", seed=0, arm=ARM, post=POST, device="cpu", resume_every=5)
+    assert whole.arm_seconds == ARM.steps and whole.post_seconds == POST.steps
+    clock.update(steps=0, crash_at=8)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=POST, device="cpu", resume_every=5)
+    clock["crash_at"] = None
+    resumed = prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=POST, device="cpu", resume_every=5)
+    assert resumed.arm_seconds == ARM.steps, "both segments: 5 s saved with the state, 7 s after the resume"
+    recorded = json.loads((arm_run_dir(tmp_path / "cut", ARM, 0) / "config.json").read_text())["seconds"]
+    assert recorded == ARM.steps
+    assert prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=POST, device="cpu").arm_seconds == ARM.steps
+
+
+def test_a_truncated_checkpoint_is_named_and_its_run_trained_again(run, tmp_path, capsys):
+    from mechshift_utils.core.files import ArtifactError
+
+    fresh = prepare_embedded_pair(tmp_path, seed=0, arm=ARM, post=POST, device="cpu")
+    capsys.readouterr()
+    weights = fresh.checkpoints[10] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ArtifactError) as err:
+        load_pair("embedded", checkpoint_dir=fresh.run_dir, device="cpu")
+    assert str(err.value).startswith(f"{fresh.checkpoints[10]}: model.safetensors does not match its checksum in "
+                                     "SHA256SUMS") and "./run_all.sh --only 01" in str(err.value)
+    assert 10 not in prepare_embedded_pair.__globals__["mdm_checkpoints"](fresh.run_dir)
+    again = prepare_embedded_pair(tmp_path, seed=0, arm=ARM, post=POST, device="cpu")
+    printed = capsys.readouterr().out
+    assert f"{fresh.checkpoints[10]}: model.safetensors does not match its checksum" in printed
+    assert "post-training the MDM again" in printed and sorted(again.checkpoints) == [0, 2, 4, 6, 8, 10]
+    a = load_pair("embedded", checkpoint_dir=again.run_dir, device="cpu").mdm
+    b = AutoModelForCausalLM.from_pretrained(str(run.checkpoints[10]))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # the ARM: its weights cut short, it is trained again (to the same weights)
+    arm_weights = again.arm_dir / "model.safetensors"
+    arm_weights.write_bytes(arm_weights.read_bytes()[:-10])
+    prepare_embedded_pair(tmp_path, seed=0, arm=ARM, post=POST, device="cpu")
+    assert f"{again.arm_dir}: model.safetensors does not match its checksum" in capsys.readouterr().out
+    assert load_pair("embedded", checkpoint_dir=again.run_dir, device="cpu") is not None

@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ..core.files import write_with
 from ..core.validation import ParameterError, check_choice, check_positive_int
 from ..tasks import EncodedTask
 from .graph import Graph
@@ -76,11 +77,12 @@ class Attribution:
         return pd.DataFrame({"node": self.graph.upstream, "score": self.node_scores.double().tolist()})
 
     def save(self, folder, data: EncodedTask | None = None) -> Path:
-        """Write nodes.csv, edges.csv (and examples.jsonl: everything to recompute a score)."""
+        """Write nodes.csv, edges.csv (and examples.jsonl: everything to recompute a score), each
+        atomically with its checksum beside it (mechshift_utils.core.files)."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.nodes().to_csv(folder / "nodes.csv", index=False)
-        self.edges().to_csv(folder / "edges.csv", index=False)
+        nodes, edges = self.nodes(), self.edges()
+        write_with(folder / "nodes.csv", lambda p: nodes.to_csv(p, index=False))
+        write_with(folder / "edges.csv", lambda p: edges.to_csv(p, index=False))
         if data is not None:
             from ..tasks.pools import save_pool
 

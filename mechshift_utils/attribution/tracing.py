@@ -4,7 +4,9 @@
 ``nodes.csv`` (node, score), ``edges.csv`` (src, dst, score), ``examples.jsonl``
 (clean and corrupted ids, answer slots, correct and counterfactual ids: all a
 reader needs to recompute a score without this package) and ``scores.pt``
-(the tensors, per example included).
+(the tensors, per example included), each written atomically with its checksum beside it
+(mechshift_utils.core.files). A damaged ``scores.pt`` is recomputed; damaged tables beside a good
+``scores.pt`` are written again from it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.files import file_problem, write_with
 from ..core.validation import ParameterError, check_non_negative_int
 from ..models import ModelPair, arch_of
 from ..tasks import EVAL_STREAM, EncodedTask, encode_for, task_examples
@@ -77,22 +80,43 @@ def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, me
     folder = attribution_dir(run_dir, role, task, method, ablation, ig_steps)
     cache = folder / "scores.pt"
     model = pair.model(role)
-    if cache.is_file():
-        state = torch.load(cache, weights_only=False)
-        if torch.equal(state["clean_ids"], data.clean_ids):
-            graph = Graph.from_arch(arch_of(model))
-            return Attribution(graph, method, ablation, state["edge_scores"], state["node_scores"],
-                               state["metric_clean"], state["metric_ablated"], state["per_example"],
-                               state["ig_steps"])
+    cached = _read_cache(cache)
+    if cached is not None and torch.equal(cached["clean_ids"], data.clean_ids):
+        result = Attribution(Graph.from_arch(arch_of(model)), method, ablation, cached["edge_scores"],
+                             cached["node_scores"], cached["metric_clean"], cached["metric_ablated"],
+                             cached["per_example"], cached["ig_steps"])
+        damaged = {name: problem for name in TABLES if (problem := file_problem(folder / name)) is not None}
+        if damaged:
+            print(f"{folder}: " + "; ".join(f"{n} {p}" for n, p in damaged.items()) + "; writing them again from "
+                  "scores.pt")
+            result.save(folder, data)
+        return result
     # real pairs: one IG point per pass, as the memory plan assumes; stacking 4 was fastest on the CPU
     result = attribute(model, data, method=method, ablation=ablation, ig_steps=ig_steps, batch_size=batch_size,
                        shift=pair.shift, per_example=True, ig_batch=4 if pair.name == "embedded" else 1)
-    result.save(folder, data)
-    torch.save({"clean_ids": data.clean_ids, "edge_scores": result.edge_scores,
-                "node_scores": result.node_scores, "metric_clean": result.metric_clean,
-                "metric_ablated": result.metric_ablated, "per_example": result.per_example,
-                "ig_steps": result.ig_steps}, cache)
+    result.save(folder, data)  # the tables first: a scores.pt on disk means they are complete
+    state = {"clean_ids": data.clean_ids, "edge_scores": result.edge_scores, "node_scores": result.node_scores,
+             "metric_clean": result.metric_clean, "metric_ablated": result.metric_ablated,
+             "per_example": result.per_example, "ig_steps": result.ig_steps}
+    write_with(cache, lambda p: torch.save(state, p))
     return result
+
+
+TABLES = ("nodes.csv", "edges.csv", "examples.jsonl")
+
+
+def _read_cache(cache: Path) -> dict | None:
+    """The cached tensors, or None when there are none; a damaged cache is reported and recomputed."""
+    if not cache.exists():
+        return None
+    problem = file_problem(cache)
+    if problem is None:
+        try:
+            return torch.load(cache, weights_only=False)
+        except Exception as err:  # noqa: BLE001 - whatever torch cannot read is recomputed
+            problem = f"cannot be read ({type(err).__name__}: {str(err)[:200]})"
+    print(f"{cache}: {problem}; recomputing it")
+    return None
 
 
 def trace_pair(pair: ModelPair, run_dir, task_names, pool_limit: int | None = None, ig_steps: int = 8,

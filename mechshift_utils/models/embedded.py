@@ -13,7 +13,10 @@ so a changed configuration never reuses stale checkpoints::
             config.json, post_training_log.csv
 
 Every checkpoint loads with ``transformers.AutoModelForCausalLM.from_pretrained``.
-Interrupted training resumes from ``resume.pt`` in the run folder.
+Interrupted training resumes from ``resume.pt`` in the run folder. Every artifact is written
+atomically with a checksum (a checkpoint folder carries a ``SHA256SUMS`` manifest, a file its
+``<name>.sha256``, see mechshift_utils.core.files); a damaged checkpoint or log is found on the
+next call, which trains that run again and says so.
 """
 from __future__ import annotations
 
@@ -23,18 +26,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..core.devices import resolve_device
+from ..core.files import file_problem, folder_problem, staged_folder, verify_folder, write_text, write_with
 from ..core.seeding import set_seed
 from ..core.validation import (ParameterError, check_existing_dir, check_non_negative_int, check_positive_float,
                                check_positive_int)
 from ..tasks import build_word_tokenizer, task_vocabulary
-from .pair import ModelPair, is_bidirectional, load_checkpoint
+from .pair import ModelPair, is_bidirectional, load_checkpoint, load_tokenizer
 from .post_training import post_train
 from .training import LoopSettings, train_arm
 
 CONFIG_VERSION = 1  # bump when the task generators or the recipe change meaning
+RETRAIN_FIX = ("notebook 01 (./run_all.sh --only 01, with the same -p options) or prepare_embedded_pair trains "
+               "that run again")
 
 
 @dataclass(frozen=True)
@@ -117,18 +123,16 @@ def checkpoint_dir_for(run_dir: Path, step: int) -> Path:
 
 
 def mdm_checkpoints(run_dir) -> dict[int, Path]:
-    """Step -> folder of every complete MDM checkpoint of a post-training run."""
+    """Step -> folder of every MDM checkpoint of a post-training run that is complete and matches its
+    checksums."""
     root = Path(run_dir) / "checkpoints"
-    found = {}
-    for path in sorted(root.glob("step_*")):
-        if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-            found[int(path.name.split("_")[1])] = path
-    return found
+    return {int(path.name.split("_")[1]): path for path in sorted(root.glob("step_*"))
+            if path.is_dir() and folder_problem(path) is None}
 
 
 def final_mdm_dir(run_dir) -> Path:
     config = Path(run_dir) / "config.json"
-    if config.is_file():
+    if file_problem(config) is None:
         last = json.loads(config.read_text())["post"]["steps"]
         return checkpoint_dir_for(run_dir, last)
     found = mdm_checkpoints(run_dir)
@@ -148,16 +152,22 @@ def new_arm(tokenizer, arm: ArmConfig, seed: int) -> GPT2LMHeadModel:
 
 
 def _save(model, tokenizer, path: Path, extra_config: dict | None = None) -> None:
+    """A checkpoint folder, staged under a name unique to this process and renamed into place with its
+    SHA256SUMS manifest: it appears complete or not at all, also with two runs at once."""
     for k, v in (extra_config or {}).items():
         setattr(model.config, k, v)
-    tmp = path.with_name(path.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if path.exists():
-        import shutil
+    with staged_folder(path) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
-        shutil.rmtree(path)
-    tmp.rename(path)  # a folder appears complete or not at all
+
+def _damage(problems: dict[Path, str | None]) -> str | None:
+    """The first problem of artifacts that were written (some exist) but cannot be used; None when all are
+    fine or none was ever written (a fresh run is not damage)."""
+    if all(p is None for p in problems.values()) or not any(path.exists() for path in problems):
+        return None
+    path, problem = next((path, p) for path, p in problems.items() if p is not None)
+    return f"{path}: {problem}"
 
 
 @dataclass
@@ -181,10 +191,10 @@ def prepare_embedded_pair(artifacts_dir="artifacts", seed: int = 0, arm: ArmConf
     """Train the ARM and post-train it into the MDM, or reuse finished runs with the same configuration.
 
     A resume state is written every ``resume_every`` steps; an interrupted call,
-    called again, continues from it (with the same numbers as an uninterrupted run).
+    called again, continues from it (with the same numbers as an uninterrupted run), and the
+    seconds it records count every segment. A run whose artifacts are damaged (checksums) is
+    trained again, with a printed line naming the file.
     """
-    import time
-
     check_non_negative_int("seed", seed)
     check_positive_int("resume_every", resume_every)
     arm, post = arm.validate(), post.validate()
@@ -194,29 +204,36 @@ def prepare_embedded_pair(artifacts_dir="artifacts", seed: int = 0, arm: ArmConf
     arm_root.mkdir(parents=True, exist_ok=True)
 
     arm_dir = arm_root / "arm"
-    arm_log_path = arm_root / "training_log.csv"
-    arm_seconds = 0.0
-    if not (arm_dir / "model.safetensors").is_file() or not arm_log_path.is_file():
+    arm_log_path, arm_config = arm_root / "training_log.csv", arm_root / "config.json"
+    arm_problems = {arm_dir: folder_problem(arm_dir), arm_config: file_problem(arm_config),
+                    arm_log_path: file_problem(arm_log_path)}
+    if any(arm_problems.values()):
+        damage = _damage(arm_problems)
+        if damage:
+            print(f"{damage}; training the ARM again")
         tokenizer = build_word_tokenizer()
         model = new_arm(tokenizer, arm, seed)
-        t0 = time.perf_counter()
         log = train_arm(model, tokenizer, LoopSettings(arm.steps, arm.batch_size, arm.lr, arm.warmup,
                                                        description="ARM training", resume_every=resume_every),
                         arm_root, seed, device=dev)
-        arm_seconds = time.perf_counter() - t0
+        arm_seconds = log.attrs["seconds"]  # every segment of a resumed run
         _save(model.cpu(), tokenizer, arm_dir)
-        (arm_root / "config.json").write_text(json.dumps(_arm_payload(arm, seed) | {"seconds": arm_seconds},
-                                                         indent=1))
-        log.to_csv(arm_log_path, index=False)
+        write_text(arm_config, json.dumps(_arm_payload(arm, seed) | {"seconds": arm_seconds}, indent=1))
+        write_with(arm_log_path, lambda p: log.to_csv(p, index=False))
     else:
-        arm_seconds = json.loads((arm_root / "config.json").read_text()).get("seconds", 0.0)
+        arm_seconds = json.loads(arm_config.read_text()).get("seconds", 0.0)
     arm_log = pd.read_csv(arm_log_path)
 
-    post_log_path = run_dir / "post_training_log.csv"
+    post_log_path, post_config = run_dir / "post_training_log.csv", run_dir / "config.json"
     steps_wanted = post.checkpoint_steps()
-    post_seconds = 0.0
-    if not post_log_path.is_file() or set(steps_wanted) - set(mdm_checkpoints(run_dir)):
-        tokenizer = AutoTokenizer.from_pretrained(str(arm_dir))
+    post_problems = {checkpoint_dir_for(run_dir, step): folder_problem(checkpoint_dir_for(run_dir, step))
+                     for step in steps_wanted}
+    post_problems |= {post_config: file_problem(post_config), post_log_path: file_problem(post_log_path)}
+    if any(post_problems.values()):
+        damage = _damage(post_problems)
+        if damage:
+            print(f"{damage}; post-training the MDM again")
+        tokenizer = load_tokenizer(arm_dir, "artifacts_dir")
         model = load_checkpoint(arm_dir, dev)
 
         def save_checkpoint(step, m):
@@ -224,18 +241,17 @@ def prepare_embedded_pair(artifacts_dir="artifacts", seed: int = 0, arm: ArmConf
                 _save(m, tokenizer, checkpoint_dir_for(run_dir, step),
                       {"mechshift_post_training_step": step})
 
-        t0 = time.perf_counter()
         log = post_train(model, tokenizer, LoopSettings(post.steps, post.batch_size, post.lr, post.warmup,
                                                         description="post-training ARM -> MDM",
                                                         resume_every=resume_every),
                          post.anneal_steps, run_dir, seed, on_step_start=save_checkpoint, device=dev)
-        post_seconds = time.perf_counter() - t0
-        (run_dir / "config.json").write_text(json.dumps(
+        post_seconds = log.attrs["seconds"]
+        write_text(post_config, json.dumps(
             {"version": CONFIG_VERSION, "seed": seed, "arm_run": arm_root.name, "post": asdict(post),
              "seconds": post_seconds}, indent=1))
-        log.to_csv(post_log_path, index=False)
+        write_with(post_log_path, lambda p: log.to_csv(p, index=False))
     else:
-        post_seconds = json.loads((run_dir / "config.json").read_text()).get("seconds", 0.0)
+        post_seconds = json.loads(post_config.read_text()).get("seconds", 0.0)
     return EmbeddedRun(arm_dir, run_dir, arm_log, pd.read_csv(post_log_path), mdm_checkpoints(run_dir),
                        arm_seconds, post_seconds)
 
@@ -251,8 +267,9 @@ def load_embedded(checkpoint_dir=None, device="auto") -> ModelPair:
     for what, path in (("ARM", arm_dir), ("MDM", mdm_dir)):
         if not (path / "config.json").is_file():
             raise ParameterError(f"checkpoint_dir: no {what} checkpoint at {path} (train it first)")
+        verify_folder(path, RETRAIN_FIX)
     dev = resolve_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(str(arm_dir))
+    tokenizer = load_tokenizer(arm_dir, "checkpoint_dir")
     arm, mdm = load_checkpoint(arm_dir, dev), load_checkpoint(mdm_dir, dev)
     if is_bidirectional(arm) or not is_bidirectional(mdm):
         raise ParameterError(f"checkpoint_dir: expected a causal ARM and a bidirectional MDM in {root}")

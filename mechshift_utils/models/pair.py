@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..core.validation import ParameterError
 
@@ -77,3 +77,30 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Pre
     hf_logging.disable_progress_bar()  # a bar per small checkpoint drowns the notebook's own bars
     model = AutoModelForCausalLM.from_pretrained(str(path))
     return model.to(device).eval()
+
+
+# The files a tokenizer can be read from (any one set is enough): the fast tokenizer's own file,
+# a SentencePiece model (Llama), a BPE vocabulary with its merges (GPT-2), a WordPiece vocabulary.
+TOKENIZER_FILES = (("tokenizer.json",), ("tokenizer.model",), ("vocab.json", "merges.txt"), ("vocab.txt",))
+
+
+def check_tokenizer_files(folder: str | Path, name: str) -> Path:
+    """Stop, naming the folder and what is missing, unless ``folder`` holds a tokenizer's files
+    (transformers would otherwise build an empty tokenizer from the config alone, and the first
+    sign would be a missing mask token far downstream). ``name`` is the parameter that gave the folder."""
+    folder = Path(folder)
+    present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    if any(set(files) <= present for files in TOKENIZER_FILES):
+        return folder
+    partial = [f"{', '.join(sorted(set(files) - present))} beside {', '.join(sorted(set(files) & present))}"
+               for files in TOKENIZER_FILES if len(files) > 1 and set(files) & present]
+    raise ParameterError(
+        f"{name}: no tokenizer in {folder}: expected tokenizer.json, or tokenizer.model, or vocab.json with "
+        f"merges.txt{' (missing: ' + '; '.join(partial) + ')' if partial else ''}; the folder holds "
+        f"{', '.join(sorted(present)) or 'nothing'}. Copy the tokenizer files of the model into it "
+        "(save_pretrained of its tokenizer writes them).")
+
+
+def load_tokenizer(folder: str | Path, name: str, **options):
+    """``AutoTokenizer.from_pretrained(folder)`` after :func:`check_tokenizer_files`."""
+    return AutoTokenizer.from_pretrained(str(check_tokenizer_files(folder, name)), **options)
