@@ -49,10 +49,10 @@ from mechshift_utils import tasks
 from mechshift_utils.core.validation import check_positive_int
 from mechshift_utils.evaluation.accuracy import (accuracy_along_post_training, build_pools, dropped_table, eval_sets,
                                                  evaluate_pair)
+from mechshift_utils.models import load_pair_tokenizer
 from mechshift_utils.notebook import plotting
 from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
 from mechshift_utils.notebook.pipeline import prepare_pair
-from mechshift_utils.tasks.real import generate_real
 
 params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map).validated()
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
@@ -93,10 +93,11 @@ pd.set_option("display.width", 200, "display.max_colwidth", 120)
 # dropped and counted (table below).
 
 # %%
+tokenizer = load_pair_tokenizer(params.model_pair)  # the pair's own tokenizer decides the form it scores
 rows = []
 for name in tasks.TASK_NAMES:
-    ex = generate_real(name, 1, seed)[0] if real_pair else tasks.generate(name, 1, seed)[0]
-    join = "".join if real_pair else " ".join
+    ex = tasks.task_examples(name, 1, seed, tokenizer)[0]
+    join = " ".join if tasks.is_word_level(tokenizer) else "".join
     rows.append({"task": name, "regime": ex.regime, "clean": join(ex.clean[1:]),
                  "corrupted": join(ex.corrupted[1:]), "answer slots": ex.answer_positions,
                  "correct": join(ex.correct), "counterfactual": join(ex.counterfactual)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 from pathlib import Path
 
@@ -433,3 +434,84 @@ def test_real_pairs_are_registered():
     assert [specs[n].mask_token_id for n in specs] == [10541, 50257, 811, 151666]
     assert all(s.shift for s in specs.values())
     assert specs["gpt2-medium-diffugpt-m"].arm_mask_token_id == 10541
+
+
+# --- what a user sees when something is missing ------------------------------------------------------
+
+def test_missing_model_message_names_the_routes_hf_by_its_path_and_incomplete_folders(tmp_path, monkeypatch):
+    import sys
+
+    models_dir = tmp_path / "models"
+    (models_dir / "diffugpt-s").mkdir(parents=True)  # made, never filled
+    (models_dir / "arm").mkdir()
+    (models_dir / "arm" / "config.json").write_text("{}")
+    monkeypatch.setenv(real_pairs.MODELS_DIR_ENV, str(models_dir))
+    with pytest.raises(ParameterError) as err:
+        load_pair("gpt2-diffugpt-s", device="cpu", cache_dir=tmp_path / "hub")
+    message = str(err.value)
+    hf = Path(sys.executable).parent / "hf"
+    assert hf.exists() and f"{hf} download diffusionfamily/diffugpt-s" in message and f"{hf} download gpt2" in message
+    assert "./run_all.sh -p model_pair my_pair.json" in message
+    assert f"{models_dir / 'diffugpt-s'}: empty" in message
+    assert f"{models_dir / 'arm'}: no weights (*.safetensors); it holds config.json" in message
+    monkeypatch.setattr(real_pairs.sys, "executable", str(tmp_path / "elsewhere" / "python"))
+    assert real_pairs.hf_command() == "hf", "no hf beside the interpreter: the plain command"
+
+
+def test_missing_tokenizer_files_are_named_with_their_folder(gpt2_arm, tmp_path):
+    import shutil
+
+    arm = tmp_path / "arm"
+    shutil.copytree(gpt2_arm, arm)
+    (arm / "tokenizer.json").unlink()
+    mdm_dir = write_diffugpt(tmp_path / "mdm", ARM_VOCAB, lm_head=False, seed=12)
+    register_local_pair("test-no-tokenizer", arm, mdm_dir, "diffugpt", 41)
+    with pytest.raises(ParameterError) as err:
+        load_pair("test-no-tokenizer", device="cpu")
+    message = str(err.value)
+    assert message.startswith(f"arm_path: no tokenizer in {arm}: expected tokenizer.json, or tokenizer.model, or "
+                              "vocab.json with merges.txt; the folder holds config.json")
+    (arm / "vocab.json").write_text("{}")
+    with pytest.raises(ParameterError, match=r"\(missing: merges\.txt beside vocab\.json\)"):
+        load_pair("test-no-tokenizer", device="cpu")
+
+
+def _word_level_arm(folder: Path) -> Path:
+    """An ARM over the embedded tasks' word-level tokenizer, which has its own [MASK]."""
+    from mechshift_utils.models.embedded import ArmConfig, new_arm
+    from mechshift_utils.tasks import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer()
+    new_arm(tokenizer, ArmConfig(n_layer=1, n_head=2, n_embd=16), seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_pair_files_mask_id_is_never_silently_ignored(tmp_path):
+    """A pair file over a word-level tokenizer: a mask id other than the tokenizer's [MASK] stops at
+    loading and at encoding; the right one loads, and the tasks it reads are the word-level ones."""
+    from mechshift_utils import tasks
+    from mechshift_utils.models import load_pair_tokenizer, register_pair_file
+
+    arm = _word_level_arm(tmp_path / "arm")
+    _word_level_arm(tmp_path / "mdm")
+    own = tasks.build_word_tokenizer().mask_token_id
+    spec = {"name": "test-word-level", "arm": "arm", "mdm": "mdm", "layout": "hf", "mask_token_id": own + 7}
+    (tmp_path / "pair.json").write_text(json.dumps(spec))
+    name = register_pair_file(tmp_path / "pair.json")
+    message = (f"mask_token_id: pair 'test-word-level' gives {own + 7}, but the ARM's tokenizer in {arm} has its own "
+               f"mask token '[MASK]' with id {own}; set the pair's mask_token_id to {own}")
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        load_pair(name, device="cpu")
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        load_pair_tokenizer(name)
+    (tmp_path / "pair.json").write_text(json.dumps({**spec, "mask_token_id": own}))
+    name = register_pair_file(tmp_path / "pair.json")
+    pair = load_pair(name, device="cpu")
+    tokenizer = load_pair_tokenizer(name)
+    examples = tasks.task_examples("ioi", 3, 0, tokenizer)  # what notebook 01 shows: the form it scores
+    assert [e.to_dict() for e in examples] == [e.to_dict() for e in tasks.generate("ioi", 3, 0)]
+    data = tasks.encode_for(examples, pair.tokenizer, pair.mask_token_id)
+    assert (data.clean_ids == own).sum() == 3
+    with pytest.raises(ParameterError, match=r"mask_token_id: the word-level tokenizer masks with its own \[MASK\]"):
+        tasks.encode_for(examples, pair.tokenizer, own + 7)

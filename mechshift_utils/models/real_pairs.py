@@ -39,6 +39,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ import torch
 from ..core.devices import resolve_device
 from ..core.validation import ParameterError, check_choice, check_existing_dir
 from .layouts import LAYOUTS, attach_mask_token, embedding_rows, load_model, substitute_arm_mask
-from .pair import ModelPair, set_bidirectional
+from .pair import ModelPair, load_tokenizer, set_bidirectional
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODELS_DIR_ENV = "MECHSHIFT_MODELS_DIR"
@@ -221,6 +222,17 @@ def has_weights(folder: Path) -> bool:
         any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")))
 
 
+def what_is_missing(folder: Path) -> str:
+    """Why a folder that exists is not a model folder, in a few words."""
+    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    if not names:
+        return "empty"
+    lacks = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not (any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))):
+        lacks.append("weights (*.safetensors)")
+    return f"no {' and no '.join(lacks)}; it holds {', '.join(sorted(names)[:6])}{', ...' if len(names) > 6 else ''}"
+
+
 def _candidates(root: Path, role: str, repo_id: str | None) -> list[Path]:
     out = [root / role]
     if repo_id:
@@ -228,7 +240,7 @@ def _candidates(root: Path, role: str, repo_id: str | None) -> list[Path]:
     return out
 
 
-def _from_cache(repo_id: str, cache_dir) -> Path | None:
+def _from_cache(repo_id: str, cache_dir, incomplete: list | None = None) -> Path | None:
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -241,6 +253,8 @@ def _from_cache(repo_id: str, cache_dir) -> Path | None:
             continue
         if has_weights(folder):
             return folder
+        if incomplete is not None:
+            incomplete.append((folder, what_is_missing(folder)))
     return None
 
 
@@ -266,51 +280,74 @@ def _roots(checkpoint_dir) -> list[Path]:
 
 
 def locate(role: str, repo_id: str | None, path=None, roots=(), download: bool = False,
-           cache_dir=None) -> Path | None:
-    """The folder of one model (see the module docstring for the order), or None when it is nowhere."""
+           cache_dir=None, incomplete: list | None = None) -> Path | None:
+    """The folder of one model (see the module docstring for the order), or None when it is nowhere.
+    Folders found on the way that exist but hold no model are added to ``incomplete`` as (folder, why)."""
     if path is not None:
         folder = Path(path)
         if not has_weights(folder):
+            why = what_is_missing(folder) if folder.is_dir() else "not found"
             raise ParameterError(f"{role}_path: expected an existing folder with config.json and safetensors "
-                                 f"weights, got {str(path)!r}")
+                                 f"weights, got {str(path)!r} ({why})")
         return folder
     for root in roots:
         for folder in _candidates(root, role, repo_id):
             if has_weights(folder):
                 return folder
+            if folder.is_dir() and incomplete is not None:
+                incomplete.append((folder, what_is_missing(folder)))
     if repo_id is None:
         return None
-    cached = _from_cache(repo_id, cache_dir)
+    cached = _from_cache(repo_id, cache_dir, incomplete)
     if cached is not None:
         return cached
     return _download(repo_id, cache_dir) if download else None
 
 
+def hf_command() -> str:
+    """The Hugging Face command line as it can be run here: ``hf`` from this environment's bin folder
+    (it is not on PATH outside the environment), or plain ``hf`` when this environment has none."""
+    installed = Path(sys.executable).parent / "hf"  # not resolved: the venv's bin, not the base interpreter's
+    return str(installed) if installed.exists() else "hf"
+
+
 def locate_pair(spec: PairSpec, checkpoint_dir=None, arm_path=None, mdm_path=None, download: bool = False,
                 cache_dir=None) -> tuple[Path, Path]:
-    """Both folders, or one ParameterError naming every missing model and how to get it."""
+    """Both folders, or one ParameterError naming every missing model, how to get it, and the folders found
+    on the way that hold no model."""
     if download is not False and download is not True:
         raise ParameterError(f"download: expected True or False, got {download!r}")
     if download and hub_offline():
         raise ParameterError("download: HF_HUB_OFFLINE is set, so nothing is downloaded; unset it to download, "
                              "or download elsewhere and pass checkpoint_dir=/arm_path=/mdm_path=")
     roots = _roots(checkpoint_dir)
+    incomplete: list[tuple[Path, str]] = []
     found = {role: locate(role, getattr(spec, f"{role}_id"), given or getattr(spec, f"{role}_path"),
-                          roots, download, cache_dir)
+                          roots, download, cache_dir, incomplete)
              for role, given in (("arm", arm_path), ("mdm", mdm_path))}
-    missing = [f"{role.upper()} {repo}: hf download {repo}   (or: huggingface-cli download {repo})"
-               for role, repo in (("arm", spec.arm_id), ("mdm", spec.mdm_id)) if found[role] is None]
-    if missing:
-        gated = (f"\n{spec.arm_id} is gated: accept its licence on huggingface.co/{spec.arm_id} and run "
-                 "`hf auth login` first." if spec.gated else "")
-        raise ParameterError(
-            f"model_pair: {spec.name!r} is not on this machine (looked in arm_path/mdm_path, checkpoint_dir, "
-            f"${MODELS_DIR_ENV} and the Hugging Face cache; nothing is downloaded unless asked). Get it with\n  "
-            + "\n  ".join(missing)
-            + f"\nor call load_pair({spec.name!r}, download=True) to fetch it into the cache, or point at "
-              "folders: load_pair(..., arm_path='/path/arm', mdm_path='/path/mdm') or checkpoint_dir= a folder "
-              "holding arm/ and mdm/." + gated)
+    if found["arm"] is None or found["mdm"] is None:
+        raise ParameterError(missing_pair_message(spec, found, incomplete))
     return found["arm"], found["mdm"]
+
+
+def missing_pair_message(spec: PairSpec, found: dict, incomplete: list[tuple[Path, str]]) -> str:
+    hf = hf_command()
+    commands = [f"{role.upper()} {repo}: {hf} download {repo}   (older huggingface_hub: huggingface-cli download {repo})"
+                for role, repo in (("arm", spec.arm_id), ("mdm", spec.mdm_id)) if found[role] is None]
+    partial = [f"{folder}: {why}" for folder, why in dict(incomplete).items()]
+    gated = (f"\n{spec.arm_id} is gated: accept its licence on huggingface.co/{spec.arm_id} and run "
+             f"`{hf} auth login` first." if spec.gated else "")
+    return (
+        f"model_pair: {spec.name!r} is not on this machine (looked in arm_path/mdm_path, checkpoint_dir, "
+        f"${MODELS_DIR_ENV} and the Hugging Face cache; nothing is downloaded unless asked)."
+        + ("\nFound, but not a model folder (config.json and *.safetensors weights are needed):\n  "
+           + "\n  ".join(partial) if partial else "")
+        + "\nGet it with\n  " + "\n  ".join(commands)
+        + f"\nor fetch it into the cache with load_pair({spec.name!r}, download=True). Weights already in "
+          "folders: for the notebooks, write a pair file and run ./run_all.sh -p model_pair my_pair.json "
+          "(README: Adding a model pair); from Python, load_pair(..., arm_path='/path/arm', "
+          f"mdm_path='/path/mdm'), or checkpoint_dir= (or ${MODELS_DIR_ENV}=) a folder holding arm/ and mdm/ "
+          "or <repo id>/ subfolders." + gated)
 
 
 # --- the mask token in the pair --------------------------------------------------------------------
@@ -331,14 +368,32 @@ def check_arm_stand_in(spec: PairSpec, arm_rows: int | None) -> bool:
     return True
 
 
+def check_mask_agrees(spec: PairSpec, tokenizer, arm_dir: Path) -> None:
+    """A tokenizer that has a mask token of its own must have it at the pair's ``mask_token_id``: the
+    examples are written through the tokenizer, so a disagreement would mask with one id and score
+    another, silently."""
+    own = getattr(tokenizer, "mask_token_id", None)
+    if own is not None and own != spec.mask_token_id:
+        raise ParameterError(
+            f"mask_token_id: pair {spec.name!r} gives {spec.mask_token_id}, but the ARM's tokenizer in {arm_dir} "
+            f"has its own mask token {tokenizer.mask_token!r} with id {own}; set the pair's mask_token_id to {own} "
+            "(or use a tokenizer without a mask token of its own)")
+
+
+def spec_tokenizer(spec: PairSpec, arm_dir: Path, mdm_dir: Path):
+    """The ARM's tokenizer with the MDM's mask token (cheap: no weights are read)."""
+    where = "arm_path" if spec.arm_path is not None else "model_pair"
+    tokenizer = load_tokenizer(arm_dir, where, local_files_only=True)
+    check_mask_agrees(spec, tokenizer, arm_dir)
+    return attach_mask_token(tokenizer, spec.mask_token_id, spec.mask_token, mdm_dir)
+
+
 # --- the pair --------------------------------------------------------------------------------------
 
 def load_spec(spec: PairSpec, checkpoint_dir=None, device: str = "auto", *, dtype="auto", device_map=None,
               arm_path=None, mdm_path=None, download: bool = False, cache_dir=None) -> ModelPair:
     """Load one pair: both models in eval mode, the ARM causal and the MDM bidirectional, the ARM's
     tokenizer with the MDM's mask token. Every option is checked before any weight is read."""
-    from transformers import AutoTokenizer
-
     spec.validate()
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -346,8 +401,7 @@ def load_spec(spec: PairSpec, checkpoint_dir=None, device: str = "auto", *, dtyp
     arm_dir, mdm_dir = locate_pair(spec, checkpoint_dir, arm_path, mdm_path, download, cache_dir)
     check_mask_fits(spec, mdm_dir, embedding_rows(mdm_dir))
     check_arm_stand_in(spec, embedding_rows(arm_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(arm_dir), local_files_only=True)  # cheap: before the weights
-    attach_mask_token(tokenizer, spec.mask_token_id, spec.mask_token, mdm_dir)
+    tokenizer = spec_tokenizer(spec, arm_dir, mdm_dir)  # cheap: before the weights
 
     split = None if device_map == "pair" else device_map
     arm = set_bidirectional(load_model(arm_dir, spec.arm_layout, torch_dtype, split), False)

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.validation import ParameterError
+from ..tasks import build_word_tokenizer
 from .embedded import load_embedded
 from .pair import ModelPair
-from .real_pairs import BUILT_IN_NAMES, REAL_PAIRS, PairSpec, load_spec, local_spec, spec_from_file
+from .real_pairs import (BUILT_IN_NAMES, REAL_PAIRS, PairSpec, load_spec, local_spec, locate_pair, spec_from_file,
+                         spec_tokenizer)
 
 PairLoader = Callable[..., ModelPair]
 
@@ -111,3 +113,19 @@ def load_pair(model_pair: str, checkpoint_dir: str | Path | None = None, device:
     if loader is None:
         raise ParameterError(f"model_pair: expected one of {known_pairs()}, got {model_pair!r}")
     return loader(checkpoint_dir=checkpoint_dir, device=device, **options)
+
+
+def load_pair_tokenizer(model_pair: str, checkpoint_dir: str | Path | None = None, **options):
+    """The tokenizer a pair reads its examples through, without loading the models: the word-level
+    tokenizer for the embedded pair (built here, the one it is trained with), the ARM's tokenizer with
+    the MDM's mask token for a real pair or a pair file (``options``: ``arm_path``, ``mdm_path``,
+    ``cache_dir``, as for :func:`load_pair`). A pair added with :func:`register_pair` has no tokenizer
+    apart from its loader: load the pair instead."""
+    if model_pair == "embedded":
+        return build_word_tokenizer()
+    spec = {**REAL_PAIRS, **_ADDED_SPECS}.get(model_pair)
+    if spec is None:
+        raise ParameterError(f"model_pair: {model_pair!r} is known only through its loader; load the pair "
+                             "(load_pair) and use pair.tokenizer")
+    arm_dir, mdm_dir = locate_pair(spec, checkpoint_dir, **options)
+    return spec_tokenizer(spec, arm_dir, mdm_dir)

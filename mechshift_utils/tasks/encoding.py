@@ -67,9 +67,10 @@ def encode_examples(examples: list[TaskExample], tokenizer, mask_token_id: int |
         raise ValueError("examples: expected at least one example")
     if not is_word_level(tokenizer):
         return encode_subword(examples, tokenizer, mask_token_id, add_bos)
-    if mask_token_id is not None and mask_token_id != tokenizer.mask_token_id:
-        raise ParameterError(f"mask_token_id: the word-level tokenizer masks with its own [MASK] "
-                             f"({tokenizer.mask_token_id}); expected None or that id, got {mask_token_id!r}")
+    written = tokenizer.convert_tokens_to_ids(MASK)  # the id every [MASK] word becomes
+    if mask_token_id is not None and mask_token_id != written:
+        raise ParameterError(f"mask_token_id: the word-level tokenizer masks with its own {MASK} "
+                             f"({written}); expected None or that id, got {mask_token_id!r}")
     if add_bos is not None:
         raise ParameterError(f"add_bos: the word-level tokenizer writes each example's own {BOS}; "
                              f"expected None, got {add_bos!r}")
@@ -347,5 +348,7 @@ def task_examples(task: str, n: int, seed: int, tokenizer) -> list[TaskExample]:
 
 def encode_for(examples, tokenizer, mask_token_id: int | None = None) -> EncodedTask:
     """Examples as tensors for a pair: a subword tokenizer masks with the pair's ``mask_token_id`` and
-    drops (and counts, in ``EncodedTask.dropped``) examples it cannot score position by position."""
-    return encode_examples(examples, tokenizer, None if is_word_level(tokenizer) else mask_token_id)
+    drops (and counts, in ``EncodedTask.dropped``) examples it cannot score position by position; a
+    word-level tokenizer writes its own [MASK], and a pair's ``mask_token_id`` that is not that id stops
+    (it is never ignored)."""
+    return encode_examples(examples, tokenizer, mask_token_id)
