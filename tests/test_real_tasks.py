@@ -23,7 +23,7 @@ from mechshift_utils.tasks import real
 from mechshift_utils.core.validation import ParameterError
 from mechshift_utils.tasks.encoding import (DROP_FIRST, DROP_LENGTH, DROP_SET, encode_examples, encode_subword)
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data"  # see tests/data/README.md
 N = {"ioi": 40, "greater_than": 30, "countdown": 40, "countdown_cd4": 12, "infilling": 40}
 ODD_NAME = "Marybobkatetom"  # made of known pieces, but several tokens where names are one
 
@@ -130,10 +130,17 @@ def test_greater_than_reads_like_the_reference():
         assert century == again == c_century and c_start == "01" and int(start) == e.meta["start_year"]
         assert re.fullmatch(r"\d\d", e.correct[0]) and int(e.correct[0]) > int(start) >= int(e.counterfactual[0])
         assert e.valid == [(f"{y:02d}",) for y in range(int(start) + 1, 100)]
-    if (REFERENCE / "greater_than_gpt2.csv").is_file():
-        line = (REFERENCE / "greater_than_gpt2.csv").read_text().splitlines()[1]
-        clean, corrupted, _ = line.split(",")
-        assert shape.match(clean) and shape.match(corrupted).group(2) == "01"
+    # every line of EAP-IG's set has the same shape: start year 01 when corrupted, label = the start year
+    rows = (REFERENCE / "greater_than_gpt2.csv").read_text().splitlines()
+    assert rows[0] == "clean,corrupted,label" and len(rows) == 1001
+    centuries = set()
+    for line in rows[1:]:
+        clean, corrupted, label = line.split(",")
+        century, start, again = shape.match(clean).groups()
+        c_century, c_start, c_again = shape.match(corrupted).groups()
+        assert century == again == c_century == c_again and c_start == "01" and int(label) == int(start)
+        centuries.add(int(century))
+    assert centuries == set(real.GT_CENTURIES)
 
 
 @pytest.mark.parametrize("task", ["countdown", "countdown_cd4"])
@@ -151,19 +158,16 @@ def test_countdown_lines_are_right_arithmetic(task):
         assert all(real.check_countdown(numbers, target, real.parse_countdown_output(v[0])) for v in e.valid)
 
 
-@pytest.mark.parametrize("name, k", [("countdown_cd3_test.jsonl", 3), ("countdown_cd4_test.jsonl", 4)])
+@pytest.mark.parametrize("name, k", [("countdown_cd3_format.jsonl", 3), ("countdown_cd4_format.jsonl", 4)])
 def test_countdown_matches_dreams_format(name, k):
     """Our parser and checker accept every line of Dream's set, our solver finds Dream's solutions,
     and our examples have the same structure."""
-    path = REFERENCE / name
-    if not path.is_file():
-        pytest.skip("reference data not present")
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    for i, record in enumerate(records):
+    records = [json.loads(line) for line in (REFERENCE / name).read_text().splitlines()]
+    assert len(records) >= 10
+    for record in records:
         numbers, target, steps = real.parse_countdown(record)
         assert len(numbers) == k and len(steps) == k - 1 and real.check_countdown(numbers, target, steps)
-        if i < 20:
-            assert record["output"] in real.countdown_solutions(tuple(numbers))[target]
+        assert record["output"] in real.countdown_solutions(tuple(numbers))[target]
     task = "countdown" if k == 3 else "countdown_cd4"
     for e in real.generate_real(task, 5, 0):
         record = real.countdown_record(e)

@@ -1,7 +1,10 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from mechshift_utils import tasks
-from mechshift_utils.tasks import MASK, countdown
+from mechshift_utils.tasks import MASK, countdown, real
 from mechshift_utils.core.validation import ParameterError
 from mechshift_utils.tasks.encoding import encode_examples
 
@@ -83,21 +86,41 @@ def test_countdown_answers_are_checked_by_arithmetic():
         assert e.corrupted[16] == str(e.meta["corrupted_target"]) != e.clean[16]
 
 
-def test_countdown_format_matches_reference(tmp_path):
-    """Our problems read like Dream's cd3 set: 3 numbers then the target, 'a op b=c' steps."""
-    import json
-    from pathlib import Path
+REFERENCE = Path(__file__).resolve().parent / "data"  # see tests/data/README.md
 
-    ref = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference" / "countdown_cd3_test.jsonl"
-    if not ref.is_file():
-        pytest.skip("reference data not present")
-    rec = json.loads(ref.read_text().splitlines()[0])
-    assert len(rec["input"].split(",")) == 4 and rec["output"].count("=") == 2
-    e = tasks.generate("countdown", 1, seed=0)[0]
-    ours_input = ",".join(e.full[1:5])
-    ours_output = "".join(e.full[6:])
-    assert len(ours_input.split(",")) == 4 and ours_output.count("=") == 2
-    assert ours_output.endswith("=" + e.full[4])
+
+def _countdown_record(e) -> dict:
+    """An embedded Countdown example written in Dream's jsonl format."""
+    return {"input": ",".join(e.full[1:5]), "output": "".join(e.full[6:])}
+
+
+def test_countdown_format_matches_reference():
+    """Our problems read as Dream's cd3 lines: 3 numbers then the target, 'a op b=c' steps; every line of
+    the reference file and every generated problem parses, each step is right arithmetic, each number
+    is used once, and the last step reaches the target."""
+    lines = (REFERENCE / "countdown_cd3_format.jsonl").read_text().splitlines()
+    assert len(lines) >= 10
+    for line in lines:
+        numbers, target, steps = real.parse_countdown(json.loads(line))
+        assert len(numbers) == 3 and len(steps) == 2 and steps[-1][3] == target
+        assert real.check_countdown(numbers, target, steps), line
+    for e in tasks.generate("countdown", 300, seed=0):
+        record = _countdown_record(e)
+        numbers, target, steps = real.parse_countdown(record)
+        assert (numbers, target) == (list(e.meta["numbers"]), e.meta["target"]) and len(steps) == 2
+        assert real.check_countdown(numbers, target, steps), record
+        assert record["output"].endswith("=" + e.full[4])
+
+
+def test_countdown_check_is_not_vacuous():
+    """The checker used above rejects wrong arithmetic, a number used twice or not given, and a last
+    step that misses the target."""
+    numbers, target, steps = real.parse_countdown({"input": "12,7,60,65", "output": "12-7=5,60+5=65"})
+    assert real.check_countdown(numbers, target, steps)
+    for output in ("12-7=6,60+6=66", "12-7=5,60+5=64", "12-7=5,12+5=17", "12-3=9,60-9=51", "7-12=5,60+5=65"):
+        _, _, wrong = real.parse_countdown({"input": "12,7,60,65", "output": output})
+        assert not real.check_countdown(numbers, target, wrong), output
+    assert not real.check_countdown(numbers, 66, steps)
 
 
 def test_unknown_task_and_bad_sizes_stop_with_the_parameter_name():
