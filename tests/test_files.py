@@ -87,7 +87,7 @@ def test_a_bad_jsonl_line_is_named_with_its_file_and_line(tmp_path):
     with pytest.raises(ArtifactError) as err:
         jsonl_records(path, "Rerun notebook 01.")
     assert str(err.value) == (f"{path}: does not match its checksum in pool.jsonl.sha256 (truncated or changed since "
-                              "written); line 2 is not valid JSON (Expecting ':' delimiter, column 6). "
+                              "written); line 2 is not valid JSON: Expecting ':' delimiter (column 6). "
                               "Rerun notebook 01.")
 
 

@@ -262,7 +262,7 @@ def jsonl_records(path, fix: str) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                bad = f"line {number} is not valid JSON ({err.msg}, column {err.colno})"
+                bad = f"line {number} is not valid JSON: {err.msg} (column {err.colno})"
             except UnicodeDecodeError:
                 bad = f"line {number} is not UTF-8 text"
             if bad:

@@ -39,7 +39,7 @@ from .post_training import post_train
 from .training import LoopSettings, train_arm
 
 CONFIG_VERSION = 1  # bump when the task generators or the recipe change meaning
-RETRAIN_FIX = ("notebook 01 (./run_all.sh --only 01, with the same -p options) or prepare_embedded_pair trains "
+RETRAIN_FIX = ("Notebook 01 (./run_all.sh --only 01, with the same -p options) or prepare_embedded_pair trains "
                "that run again")
 
 
