@@ -121,24 +121,28 @@ def test_training_time_after_a_resume_counts_every_segment(tmp_path, monkeypatch
 
     monkeypatch.setattr(training, "perf_counter", lambda: clock["now"])
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", one_second_per_step)
-    whole = prepare_embedded_pair(tmp_path / "whole", seed=0, arm=ARM, post=POST, device="cpu", resume_every=5)
-    assert whole.arm_seconds == ARM.steps and whole.post_seconds == POST.steps
+    post = PostTrainConfig(steps=3, batch_size=4, warmup=1, anneal_steps=1, n_checkpoints=2)  # kept short
+    whole = prepare_embedded_pair(tmp_path / "whole", seed=0, arm=ARM, post=post, device="cpu", resume_every=5)
+    assert whole.arm_seconds == ARM.steps and whole.post_seconds == post.steps
     clock.update(steps=0, crash_at=8)
     with pytest.raises(KeyboardInterrupt):
-        prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=POST, device="cpu", resume_every=5)
+        prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=post, device="cpu", resume_every=5)
     clock["crash_at"] = None
-    resumed = prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=POST, device="cpu", resume_every=5)
+    resumed = prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=post, device="cpu", resume_every=5)
     assert resumed.arm_seconds == ARM.steps, "both segments: 5 s saved with the state, 7 s after the resume"
     recorded = json.loads((arm_run_dir(tmp_path / "cut", ARM, 0) / "config.json").read_text())["seconds"]
     assert recorded == ARM.steps
-    assert prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=POST, device="cpu").arm_seconds == ARM.steps
+    assert prepare_embedded_pair(tmp_path / "cut", seed=0, arm=ARM, post=post, device="cpu").arm_seconds == ARM.steps
 
 
 def test_a_truncated_checkpoint_is_named_and_its_run_trained_again(run, tmp_path, capsys):
     from mechshift_utils.core.files import ArtifactError
 
+    import shutil
+
+    shutil.copytree(run.run_dir.parent.parent.parent, tmp_path, dirs_exist_ok=True)  # the module's run, copied
     fresh = prepare_embedded_pair(tmp_path, seed=0, arm=ARM, post=POST, device="cpu")
-    capsys.readouterr()
+    assert capsys.readouterr().out == "" and fresh.run_dir.is_relative_to(tmp_path), "reused as it is"
     weights = fresh.checkpoints[10] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ArtifactError) as err:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from .arch import Arch, arch_of
 from .pair import ROLES, Decoding, ModelPair, is_bidirectional, load_checkpoint, set_bidirectional
-from .registry import (BUILT_IN_PAIRS, known_pairs, load_pair, load_pair_tokenizer, pair_spec, register_local_pair,
-                       register_pair, register_pair_file, register_spec)
+from .registry import (BUILT_IN_PAIRS, known_pairs, load_pair, load_pair_tokenizer, pair_spec,
+                       register_local_pair, register_pair, register_pair_file, register_spec)
 
 __all__ = ["Arch", "arch_of", "ROLES", "Decoding", "ModelPair", "is_bidirectional", "load_checkpoint",
-           "set_bidirectional", "BUILT_IN_PAIRS", "known_pairs", "load_pair", "load_pair_tokenizer", "pair_spec", "register_local_pair",
-           "register_pair", "register_pair_file", "register_spec"]
+           "set_bidirectional", "BUILT_IN_PAIRS", "known_pairs", "load_pair", "load_pair_tokenizer", "pair_spec",
+           "register_local_pair", "register_pair", "register_pair_file", "register_spec"]

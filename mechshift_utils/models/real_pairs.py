@@ -332,8 +332,8 @@ def locate_pair(spec: PairSpec, checkpoint_dir=None, arm_path=None, mdm_path=Non
 
 def missing_pair_message(spec: PairSpec, found: dict, incomplete: list[tuple[Path, str]]) -> str:
     hf = hf_command()
-    commands = [f"{role.upper()} {repo}: {hf} download {repo}   (older huggingface_hub: huggingface-cli download {repo})"
-                for role, repo in (("arm", spec.arm_id), ("mdm", spec.mdm_id)) if found[role] is None]
+    commands = [f"{role.upper()} {repo}: {hf} download {repo}   (older huggingface_hub: huggingface-cli download "
+                f"{repo})" for role, repo in (("arm", spec.arm_id), ("mdm", spec.mdm_id)) if found[role] is None]
     partial = [f"{folder}: {why}" for folder, why in dict(incomplete).items()]
     gated = (f"\n{spec.arm_id} is gated: accept its licence on huggingface.co/{spec.arm_id} and run "
              f"`{hf} auth login` first." if spec.gated else "")
