@@ -15,3 +15,9 @@ no import cycle exists):
   specialization, neurons, statistics.
 * ``notebook``: notebook parameters, the pair a notebook starts from, plotting, the headless runner.
 """
+import warnings as _warnings
+
+# The libraries below us import tqdm.auto, which in a Jupyter kernel without ipywidgets warns that it
+# falls back to text bars; text bars are what this package uses on purpose (they read the same in
+# run_all.sh logs and in JupyterLab), so the warning says nothing to a reader.
+_warnings.filterwarnings("ignore", message="IProgress not found")

@@ -2,18 +2,22 @@
 
 import pytest
 
+from mechshift_utils import tasks
+from mechshift_utils.models.embedded import MODEL_NAMES
 from mechshift_utils.notebook.runner import NotebookFailed, discover, main, run_all, to_ipynb
 
 EXPECTED_FIGURES = {
-    "01_post_training": ["01_arm_training_curve", "01_post_training_loss", "01_accuracy_arm_vs_mdm",
-                         "01_accuracy_along_post_training", "01_common_correct_pool"],
-    "02_circuit_tracing": ["02_eapig_vs_exact_nodes", "02_completeness_vs_ig_steps", "02_faithfulness_curves",
-                           "02_greater_than_prob_diff"],
-    "03_structural_comparison": ["03_jaccard_vs_k", "03_component_importance", "03_depth_profile",
-                                 "03_early_layer_share", "03_circuit_diagrams"],
-    "04_targeted_ablations": ["04_ablation_metric_drop", "04_ablation_accuracy_drop"],
+    "01_post_training": ["01_training_curves", "01_accuracy", "01_information_flow", "01_accuracy_along_post_training",
+                         "01_pools"],
+    "02_circuit_tracing": ["02_eapig_vs_exact", "02_eapig_vs_exact_nodes", "02_completeness_vs_ig_steps",
+                           "02_faithfulness_curves"],
+    "03_structural_comparison": ["03_jaccard_vs_k", "03_depth_profile", "03_depth_summary", "03_circuit_diagrams",
+                                 "03_position_shares"],
+    "04_targeted_ablations": ["04_ablation_metric_drop"],
     "05_semantic_specialization": ["05_direct_logit_attribution", "05_logit_lens_top_components",
                                    "05_specialization", "05_neuron_ig_vs_exact", "05_neuron_selectivity"],
+    "06_shift_along_post_training": ["06_shift_dynamics"],
+    "07_claims_scorecard": ["claims_scorecard"],
 }
 
 
@@ -35,7 +39,7 @@ def test_notebooks_have_a_parameters_cell(tmp_path):
 @pytest.mark.slow
 def test_smoke_run_of_every_notebook(tmp_path):
     figures = tmp_path / "figures"
-    params = {"smoke": True, "device": "cpu", "artifacts_dir": str(tmp_path / "artifacts"),
+    params = {"smoke": True, "seeds": 2, "device": "cpu", "artifacts_dir": str(tmp_path / "artifacts"),
               "figures_dir": str(figures)}
     executed = run_all(params, output_dir=tmp_path / "executed")
     assert [p.stem for p in executed] == sorted(EXPECTED_FIGURES)
@@ -44,14 +48,17 @@ def test_smoke_run_of_every_notebook(tmp_path):
             for ext in ("png", "pdf", "csv"):
                 path = figures / f"{name}.{ext}"
                 assert path.is_file() and path.stat().st_size > 0, path
-    pools = list((tmp_path / "artifacts").rglob("pools/*.jsonl"))
-    assert sorted(p.stem for p in pools) == ["countdown", "greater_than", "infilling", "ioi"]
-    # what a reader needs to recompute a score without the package, per (model, task)
-    traced = list((tmp_path / "artifacts").rglob("attribution/eap-ig-patching-ig2/*/*/edges.csv"))
-    assert len(traced) == 8
-    for edges in traced:
-        for name in ("nodes.csv", "examples.jsonl"):
-            assert (edges.parent / name).is_file()
+    assert (figures / "claims_scorecard.csv").is_file()
+    runs = sorted((tmp_path / "artifacts").glob("embedded/arm-*/mdm-*"))
+    assert len(runs) == 2, "one post-training run folder per seed"
+    for run in runs:
+        assert sorted(p.stem for p in run.glob("pools/*.jsonl")) == sorted(tasks.TASK_NAMES)
+        # what a reader needs to recompute a score without the package, per (model, task)
+        for model in MODEL_NAMES:
+            for task in tasks.TASK_NAMES:
+                folder = run / "attribution" / "eap-ig-patching-ig2" / model / task
+                for name in ("edges.csv", "nodes.csv", "examples.jsonl"):
+                    assert (folder / name).is_file(), folder / name
 
 
 @pytest.mark.slow

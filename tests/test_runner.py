@@ -122,9 +122,9 @@ def test_parameters_are_read_from_each_notebooks_parameters_cell():
 
 
 def test_an_unknown_parameter_stops_before_anything_runs_naming_the_closest(tmp_path):
-    with pytest.raises(ParameterError, match=r"^-p: no notebook of this run takes the parameter 'seeds' "
-                                             r"\(closest: seed\)"):
-        run_all({"seeds": 1, "seed": 1}, output_dir=tmp_path)
+    with pytest.raises(ParameterError, match=r"^-p: no notebook of this run takes the parameter 'sede' "
+                                             r"\(closest: seed, seeds\)"):
+        run_all({"sede": 1, "seed": 1}, output_dir=tmp_path)
     assert not tmp_path.exists() or not any(tmp_path.iterdir()), "nothing executed"
     # a name that only some notebooks take is fine; one none of the selected notebooks takes is not
     check_parameter_names({"n_eval": 5, "seed": 1}, discover())
@@ -135,9 +135,9 @@ def test_an_unknown_parameter_stops_before_anything_runs_naming_the_closest(tmp_
 
 
 def test_the_command_line_names_the_unknown_parameter(capsys):
-    assert main(["-p", "seeds", "1"]) == 2
+    assert main(["-p", "sede", "1"]) == 2
     err = capsys.readouterr().err
-    assert "FAILED: -p: no notebook of this run takes the parameter 'seeds' (closest: seed)" in err
+    assert "FAILED: -p: no notebook of this run takes the parameter 'sede' (closest: seed, seeds)" in err
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from mechshift_utils.analysis.logit_lens import logit_lens, promoted_tokens
 from mechshift_utils.models import set_bidirectional
 from mechshift_utils.analysis.neurons import (explain_neurons, neuron_attribution, selected_activations, selectivity,
                                      task_sequences, token_features)
-from mechshift_utils.analysis.specialization import bootstrap_compare, claim3_verdict, concentration
+from mechshift_utils.analysis.specialization import concentration
 from mechshift_utils.core.validation import ParameterError
 from mechshift_utils.tasks.encoding import encode_examples
 
@@ -138,29 +138,6 @@ def test_concentration_by_hand():
         with pytest.raises(ParameterError, match="weights"):
             concentration(bad)
 
-
-def test_bootstrap_compare_and_verdict():
-    torch.manual_seed(0)
-    n, c = 40, 20
-    sharp = torch.zeros(n, c)
-    sharp[:, 0] = 5 + torch.rand(n)
-    sharp[:, 1:] = 0.1 * torch.rand(n, c - 1)
-    flat = 1 + 0.1 * torch.rand(n, c)
-    per_example = {"arm": sharp, "mdm": flat}
-    table = bootstrap_compare(n, lambda role, idx: per_example[role][idx].mean(0), n_boot=50)
-    diff = table[table.model == "mdm-arm"].set_index("measure")
-    assert diff.loc["entropy", "ci_low"] > 0 and diff.loc["top1", "ci_high"] < 0
-    assert claim3_verdict(table) == "holds"
-    swapped = bootstrap_compare(n, lambda role, idx: per_example["mdm" if role == "arm" else "arm"][idx].mean(0),
-                                n_boot=50)
-    assert claim3_verdict(swapped) == "reversed"
-    same = bootstrap_compare(n, lambda role, idx: flat[idx].mean(0), n_boot=20)
-    assert claim3_verdict(same) == "no clear difference"
-    point = table[(table.model == "arm")].set_index("measure").value
-    assert point["top1"] == pytest.approx(concentration(sharp.mean(0))["top1"])
-
-
-# --- neurons ----------------------------------------------------------------------------------------
 
 def _patched_metric(model, data, layer, neuron, corrupt_acts):
     """Logit difference with one neuron's activations replaced, by a plain forward pre-hook."""

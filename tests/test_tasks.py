@@ -64,26 +64,38 @@ def test_ioi_abc_corruption_replaces_only_the_repeated_subject():
 
 def test_greater_than_corrupted_start_year_is_01():
     for e in tasks.generate("greater_than", 50, seed=0):
-        assert e.corrupted[8] == "01"
+        at = e.meta["start_position"]
+        assert e.corrupted[at] == "01" and e.clean[at] == f"{e.meta['start_year']:02d}"
+        assert [i for i, (a, b) in enumerate(zip(e.clean, e.corrupted)) if a != b] == [at]
         assert all(int(v[0]) > e.meta["start_year"] for v in e.valid)
+
+
+def _core(e):
+    """A Countdown example's 16 words "a b c T : x op y = z , p op q = T", wherever the filler puts them."""
+    start = e.meta["core_start"]
+    return e.full[start:start + 16]
 
 
 def test_countdown_answers_are_checked_by_arithmetic():
     for e in tasks.generate("countdown", 100, seed=0):
         numbers, target = tuple(e.meta["numbers"]), e.meta["target"]
-        x, op, y = e.full[6:9]
-        z = int(e.full[10])
+        words = _core(e)
+        assert words[:3] == [str(n) for n in numbers] and words[3] == str(target) and words[4] == ":"
+        x, op, y = words[5:8]
+        assert e.answer_positions == [e.meta["core_start"] + i for i in (5, 6, 7)]
+        z = int(words[9])
         assert z == {"+": int(x) + int(y), "-": int(x) - int(y), "*": int(x) * int(y)}[op]
-        p, op2, q = e.full[12:15]
-        assert int(e.full[16]) == target == {"+": int(p) + int(q), "-": int(p) - int(q),
-                                              "*": int(p) * int(q)}[op2]
+        p, op2, q = words[11:14]
+        assert int(words[15]) == target == {"+": int(p) + int(q), "-": int(p) - int(q),
+                                             "*": int(p) * int(q)}[op2]
         rest = list(numbers)
         rest.remove(int(x))
         rest.remove(int(y))
         assert sorted([int(p), int(q)]) == sorted([z, rest[0]]), "second step uses z and the unused number"
         assert len(e.valid) == 1  # drawn with exactly one right first step
         assert countdown.solve(numbers, target) == {(int(x), op, int(y))}
-        assert e.corrupted[16] == str(e.meta["corrupted_target"]) != e.clean[16]
+        first, last = e.meta["target_positions"]
+        assert e.corrupted[first] == e.corrupted[last] == str(e.meta["corrupted_target"]) != e.clean[last]
 
 
 REFERENCE = Path(__file__).resolve().parent / "data"  # see tests/data/README.md
@@ -91,7 +103,8 @@ REFERENCE = Path(__file__).resolve().parent / "data"  # see tests/data/README.md
 
 def _countdown_record(e) -> dict:
     """An embedded Countdown example written in Dream's jsonl format."""
-    return {"input": ",".join(e.full[1:5]), "output": "".join(e.full[6:])}
+    words = _core(e)
+    return {"input": ",".join(words[:4]), "output": "".join(words[5:])}
 
 
 def test_countdown_format_matches_reference():
@@ -109,7 +122,7 @@ def test_countdown_format_matches_reference():
         numbers, target, steps = real.parse_countdown(record)
         assert (numbers, target) == (list(e.meta["numbers"]), e.meta["target"]) and len(steps) == 2
         assert real.check_countdown(numbers, target, steps), record
-        assert record["output"].endswith("=" + e.full[4])
+        assert record["output"].endswith("=" + _core(e)[3])
 
 
 def test_countdown_check_is_not_vacuous():

@@ -60,3 +60,35 @@ def curve_area(curve: pd.DataFrame) -> float:
     x = np.concatenate([[0.0], curve.fraction.to_numpy()])
     y = np.concatenate([[0.0], curve.faithfulness.to_numpy()])
     return float(np.trapezoid(y, x))
+
+
+def log_k_grid(n_edges: int, points: int = 16) -> list[int]:
+    """About ``points`` circuit sizes from 1 edge to all of them, evenly spaced in log(k)."""
+    return sorted({max(1, min(n_edges, round(n_edges ** (i / (points - 1))))) for i in range(points)})
+
+
+def minimal_circuit(model, data: EncodedTask, attribution: Attribution, levels=(0.8, 0.9), points: int = 16,
+                    batch_size: int = 64, shift: bool = True) -> tuple[dict[float, int | None], pd.DataFrame]:
+    """The smallest top-k circuit reaching each faithfulness level (None: no k does), and the curve it
+    was read from: faithfulness on a log-spaced grid of k, then bisection between the last k below a
+    level and the first at or above it (faithfulness is taken as increasing in k between them)."""
+    n = attribution.graph.n_edges
+    curve = faithfulness_curve(model, data, attribution, log_k_grid(n, points), batch_size=batch_size, shift=shift,
+                               progress=False)
+    found = {}
+    for level in levels:
+        above = curve[curve.faithfulness >= level]
+        if above.empty:
+            found[level] = None
+            continue
+        hi = int(above.k.iloc[0])
+        below = curve[curve.k < hi]
+        lo = int(below.k.iloc[-1]) if len(below) else 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            point = faithfulness_curve(model, data, attribution, [mid], batch_size=batch_size, shift=shift,
+                                       progress=False)
+            curve = pd.concat([curve, point], ignore_index=True)
+            lo, hi = (lo, mid) if point.faithfulness.iloc[0] >= level else (mid, hi)
+        found[level] = hi
+    return found, curve.sort_values("k").drop_duplicates("k").reset_index(drop=True)

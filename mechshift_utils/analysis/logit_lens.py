@@ -157,9 +157,13 @@ def _model_logit_diff(model, data: EncodedTask, idx, read, shift) -> torch.Tenso
 def promoted_tokens(model, data: EncodedTask, components: list[str], tokenizer, k: int = 5, shift: bool = True,
                     batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
     """The k tokens each component promotes most at the read position (its frozen-norm logits averaged
-    over examples), with the median rank of the correct answer among its logits (1 = its top token).
+    over examples), with, per example, where the correct answer ranks among the component's logits:
+    the median rank (1 = its top token) and the share of examples where it is the top token. The mean
+    logits of a task whose answers differ between examples can put an unrelated token on top while
+    the component promotes each example's own answer: the per-example columns say which.
 
-    One row per (component, rank): component, rank, token_id, token, mean_logit, answer_rank.
+    One row per (component, rank): component, rank, token_id, token, mean_logit, answer_rank,
+    answer_top1_share.
     """
     check_positive_int("k", k)
     check_positive_int("batch_size", batch_size)
@@ -183,13 +187,16 @@ def promoted_tokens(model, data: EncodedTask, components: list[str], tokenizer, 
                                .expand(-1, len(components), 1))
         ranks.append((logits > answer).sum(2).cpu() + 1)
     mean = total / len(data)
-    median_rank = torch.cat(ranks).float().median(0).values
+    all_ranks = torch.cat(ranks).float()
+    median_rank = all_ranks.median(0).values
+    top1 = (all_ranks == 1).float().mean(0)
     rows = []
     for i, comp in enumerate(components):
         top = torch.topk(mean[i], k)
         for r, (tid, val) in enumerate(zip(top.indices.tolist(), top.values.tolist()), start=1):
             rows.append({"component": comp, "rank": r, "token_id": tid, "token": tokenizer.decode([tid]),
-                         "mean_logit": val, "answer_rank": float(median_rank[i])})
+                         "mean_logit": val, "answer_rank": float(median_rank[i]),
+                         "answer_top1_share": float(top1[i])})
     return pd.DataFrame(rows)
 
 

@@ -11,25 +11,19 @@ shares p, the weight's concentration is measured by
 * ``gini``: the Gini coefficient of the weights (0: all equal; (N-1)/N: one component),
 * ``top1``, ``top5``, ``top10``: the share held by the 1 / 5 / 10 largest.
 
-Confidence intervals come from resampling examples (both models traced on the
-same examples are resampled jointly, so the MDM - ARM difference has its own
-interval). Claim 3 says the MDM is less concentrated than the ARM.
+Claim 3 says the MDM is less concentrated than the ARM; notebook 05 reads these measures per seed
+and bootstrap draw (mechshift_utils.analysis.seeds) against the null of continued ARM training.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ..core.validation import ParameterError
 from .comparison import component_importance
 
 MEASURES = ("entropy", "entropy_norm", "effective_number", "gini", "top1", "top5", "top10")
-# +1: a larger value means more spread out (the MDM's side of claim 3); -1: more concentrated.
-SPREAD_SIGN = {"entropy": 1, "entropy_norm": 1, "effective_number": 1, "gini": -1, "top1": -1, "top5": -1,
-               "top10": -1}
 
 
 def concentration(weights) -> dict[str, float]:
@@ -53,63 +47,6 @@ def concentration(weights) -> dict[str, float]:
             "top1": float(desc[:1].sum()), "top5": float(desc[:5].sum()), "top10": float(desc[:10].sum())}
 
 
-def bootstrap_compare(n_examples: int, weights_fn: Callable[[str, torch.Tensor], torch.Tensor],
-                      n_boot: int = 200, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Concentration of both models, and MDM minus ARM, with percentile intervals over examples.
-
-    ``weights_fn(role, index)`` returns the component weights of ``role`` ("arm" or "mdm") computed
-    from the examples ``index`` (a resample, drawn with replacement; the same draw for both roles).
-    Returns one row per (measure, model in arm / mdm / mdm-arm): value (on all examples), ci_low, ci_high.
-    """
-    rng = np.random.default_rng(seed)
-    everything = torch.arange(n_examples)
-
-    def both(index):
-        arm, mdm = concentration(weights_fn("arm", index)), concentration(weights_fn("mdm", index))
-        return {"arm": arm, "mdm": mdm, "mdm-arm": {m: mdm[m] - arm[m] for m in MEASURES}}
-
-    point = both(everything)
-    draws = [both(torch.as_tensor(rng.integers(0, n_examples, n_examples))) for _ in range(n_boot)]
-    tail = (1 - level) / 2 * 100
-    rows = []
-    for model in ("arm", "mdm", "mdm-arm"):
-        for m in MEASURES:
-            low, high = np.percentile([d[model][m] for d in draws], [tail, 100 - tail])
-            rows.append({"measure": m, "model": model, "value": point[model][m], "ci_low": float(low),
-                         "ci_high": float(high)})
-    return pd.DataFrame(rows)
-
-
-def claim3_verdict(differences: pd.DataFrame, measures=("entropy_norm", "gini", "top5")) -> str:
-    """Verdict from the MDM - ARM rows of :func:`bootstrap_compare` on the chosen measures.
-
-    "holds": every measure says the MDM is more spread out, with its interval excluding 0;
-    "reversed": every measure says the MDM is more concentrated, intervals excluding 0;
-    "mixed": measures disagree with intervals excluding 0; "no clear difference" otherwise
-    (some intervals include 0 and the others do not point the other way).
-    """
-    diff = differences[differences.model == "mdm-arm"].set_index("measure")
-    calls = []
-    for m in measures:
-        row, sign = diff.loc[m], SPREAD_SIGN[m]
-        if row.ci_low > 0 or row.ci_high < 0:
-            calls.append("spread" if np.sign(row.value) == sign else "concentrated")
-        else:
-            calls.append("unclear")
-    if all(c == "spread" for c in calls):
-        return "holds"
-    if all(c == "concentrated" for c in calls):
-        return "reversed"
-    if "spread" in calls and "concentrated" in calls:
-        return "mixed"
-    return "no clear difference"
-
-
-def regime_verdict(task_verdicts: list[str]) -> str:
-    """A regime's verdict from its tasks': the common one when they agree, else "differs by task"."""
-    return task_verdicts[0] if len(set(task_verdicts)) == 1 else "differs by task"
-
-
 def model_components(graph) -> list[str]:
     """The components whose concentration is measured: every head and MLP (not the embeddings)."""
     return [name for name in graph.upstream if name != "input"]
@@ -126,19 +63,3 @@ def alignment_weights(graph, dla: torch.Tensor) -> torch.Tensor:
     """|mean direct logit attribution| of every head and MLP ([n, n_up] per example in, one vector out)."""
     keep = [graph.upstream.index(name) for name in model_components(graph)]
     return dla[:, keep].double().mean(0).abs()
-
-
-VERDICT_MEASURES = ("entropy_norm", "gini", "top5")
-
-
-def claim3_table(spec: pd.DataFrame, regime_of: dict[str, str], measures=VERDICT_MEASURES) -> pd.DataFrame:
-    """One row per (task, quantity) of :func:`bootstrap_compare` tables (with task and quantity
-    columns): the claim-3 verdict and the MDM - ARM value and interval of each measure."""
-    rows = []
-    for (task, quantity), sub in spec.groupby(["task", "quantity"], sort=False):
-        diff = sub[sub.model == "mdm-arm"].set_index("measure")
-        rows.append({"task": task, "regime": regime_of[task], "quantity": quantity,
-                     "verdict": claim3_verdict(sub, measures),
-                     **{f"{m}_mdm_minus_arm": diff.loc[m, "value"] for m in measures},
-                     **{f"{m}_ci": f"[{diff.loc[m, 'ci_low']:+.3f}, {diff.loc[m, 'ci_high']:+.3f}]" for m in measures}})
-    return pd.DataFrame(rows)

@@ -76,16 +76,25 @@ def resolve_batch_size(pair: ModelPair, batch_size: int, pools: dict[str, Encode
 
 def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, method: str = "eap-ig",
            ablation: str = "patching", ig_steps: int = 8, batch_size: int = EMBEDDED_BATCH) -> Attribution:
-    """Attribution of one model on one task's data: computed once, then read from the cache."""
-    folder = attribution_dir(run_dir, role, task, method, ablation, ig_steps)
+    """Attribution of one model of a pair on one task's data: computed once, then read from the cache."""
+    return traced_model(pair.model(role), role, run_dir, task, data, pair.shift, method, ablation, ig_steps,
+                        batch_size, embedded=pair.name == "embedded")
+
+
+def traced_model(model, name: str, run_dir, task: str, data: EncodedTask, shift: bool = True,
+                 method: str = "eap-ig", ablation: str = "patching", ig_steps: int = 8,
+                 batch_size: int = EMBEDDED_BATCH, embedded: bool = True) -> Attribution:
+    """Attribution of one named model (e.g. "arm", "mdm", "arm_continued", "mdm@600") on one task's data,
+    cached under ``<run_dir>/attribution/<method>.../<name>/<task>/``: computed once, then read back (a
+    cache made on other examples is recomputed)."""
+    folder = attribution_dir(run_dir, name, task, method, ablation, ig_steps)
     cache = folder / "scores.pt"
-    model = pair.model(role)
     cached = _read_cache(cache)
     if cached is not None and torch.equal(cached["clean_ids"], data.clean_ids):
         result = Attribution(Graph.from_arch(arch_of(model)), method, ablation, cached["edge_scores"],
                              cached["node_scores"], cached["metric_clean"], cached["metric_ablated"],
                              cached["per_example"], cached["ig_steps"])
-        damaged = {name: problem for name in TABLES if (problem := file_problem(folder / name)) is not None}
+        damaged = {n: problem for n in TABLES if (problem := file_problem(folder / n)) is not None}
         if damaged:
             print(f"{folder}: " + "; ".join(f"{n} {p}" for n, p in damaged.items()) + "; writing them again from "
                   "scores.pt")
@@ -93,13 +102,45 @@ def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, me
         return result
     # real pairs: one IG point per pass, as the memory plan assumes; stacking 4 was fastest on the CPU
     result = attribute(model, data, method=method, ablation=ablation, ig_steps=ig_steps, batch_size=batch_size,
-                       shift=pair.shift, per_example=True, ig_batch=4 if pair.name == "embedded" else 1)
+                       shift=shift, per_example=True, ig_batch=4 if embedded else 1, progress=False)
     result.save(folder, data)  # the tables first: a scores.pt on disk means they are complete
     state = {"clean_ids": data.clean_ids, "edge_scores": result.edge_scores, "node_scores": result.node_scores,
              "metric_clean": result.metric_clean, "metric_ablated": result.metric_ablated,
              "per_example": result.per_example, "ig_steps": result.ig_steps}
     write_with(cache, lambda p: torch.save(state, p))
     return result
+
+
+def trace_models(models: dict, run_dir, pools: dict[str, EncodedTask], shift: bool = True, ig_steps: int = 8,
+                 batch_size: int = EMBEDDED_BATCH, embedded: bool = True, method: str = "eap-ig",
+                 progress: bool = True) -> dict[tuple[str, str], Attribution]:
+    """EAP-IG (or ``method``) attributions of named models on every pool: {(name, task): Attribution}, each
+    cached as :func:`traced_model`."""
+    from tqdm import tqdm
+
+    out = {}
+    jobs = [(name, task) for name in models for task in pools]
+    for name, task in tqdm(jobs, desc="tracing", disable=not progress):
+        out[(name, task)] = traced_model(models[name], name, run_dir, task, pools[task], shift, method, "patching",
+                                         ig_steps, batch_size, embedded)
+    return out
+
+
+def exact_edges_traced(model, name: str, run_dir, task: str, data: EncodedTask, shift: bool = True,
+                       batch_size: int = 32) -> torch.Tensor:
+    """Per-example exact edge scores [n, n_up, n_down] of a GPT-2 (``exact_edges.exact_edge_scores``),
+    cached under ``<run_dir>/attribution/exact-edges/<name>/<task>/scores.pt``."""
+    from .exact_edges import exact_edge_scores
+
+    cache = Path(run_dir) / "attribution" / "exact-edges" / name / task / "scores.pt"
+    cached = _read_cache(cache)
+    if cached is not None and torch.equal(cached["clean_ids"], data.clean_ids):
+        return cached["per_example"]
+    scores = exact_edge_scores(model, data, shift=shift, batch_size=batch_size, progress=False)
+    state = {"clean_ids": data.clean_ids, "per_example": scores}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_with(cache, lambda p: torch.save(state, p))
+    return scores
 
 
 TABLES = ("nodes.csv", "edges.csv", "examples.jsonl")

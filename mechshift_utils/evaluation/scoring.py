@@ -102,27 +102,41 @@ def is_correct(predictions: torch.Tensor, valid_ids: list[set[tuple[int, ...]]])
     return torch.tensor([tuple(p) in v for p, v in zip(predictions.tolist(), valid_ids)])
 
 
-def score_task(pair: ModelPair, data: EncodedTask, batch_size: int = 256,
-               roles: tuple[str, ...] = ("arm", "mdm")) -> pd.DataFrame:
-    """Per example and model: the decoded answer, whether it is right, and the clean logit difference."""
+def score_models(models: dict, decodings: dict, data: EncodedTask, tokenizer=None, shift: bool = True,
+                 batch_size: int = 256) -> pd.DataFrame:
+    """Per example and model (``models``: name -> model, ``decodings``: name -> Decoding): the decoded
+    answer (as text when a tokenizer is given), whether it is right, and the logit difference on the
+    clean and on the corrupted sequence."""
     rows = []
-    for role in roles:
-        model = pair.model(role)
-        pred = decode(model, data.clean_ids, data.answer_positions, pair.decoding[role], pair.shift, batch_size)
+    for name, model in models.items():
+        pred = decode(model, data.clean_ids, data.answer_positions, decodings[name], shift, batch_size)
         right = is_correct(pred, data.valid_ids)
         ld = logit_difference(model, data.clean_ids, data.answer_positions, data.correct_ids,
-                              data.counterfactual_ids, pair.shift)
+                              data.counterfactual_ids, shift)
+        ld_corrupt = logit_difference(model, data.corrupted_ids, data.answer_positions, data.correct_ids,
+                                      data.counterfactual_ids, shift)
         for i in range(len(data)):
-            rows.append({"task": data.task, "regime": data.regime, "model": role, "example": i,
-                         "prediction": " ".join(pair.tokenizer.convert_ids_to_tokens(pred[i].tolist())),
-                         "correct": bool(right[i]), "logit_diff": float(ld[i])})
+            rows.append({"task": data.task, "regime": data.regime, "model": name, "example": i,
+                         "prediction": (" ".join(tokenizer.convert_ids_to_tokens(pred[i].tolist()))
+                                        if tokenizer is not None else ""),
+                         "correct": bool(right[i]), "logit_diff": float(ld[i]),
+                         "logit_diff_corrupted": float(ld_corrupt[i])})
     return pd.DataFrame(rows)
 
 
-def accuracy_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy per task and model from :func:`score_task` rows."""
-    return (scores.groupby(["task", "regime", "model"], sort=False)
-            .agg(accuracy=("correct", "mean"), n=("correct", "size"), mean_logit_diff=("logit_diff", "mean"))
+def score_task(pair: ModelPair, data: EncodedTask, batch_size: int = 256,
+               roles: tuple[str, ...] = ("arm", "mdm")) -> pd.DataFrame:
+    """Per example and model of the pair: the decoded answer, whether it is right, the logit differences."""
+    return score_models({r: pair.model(r) for r in roles}, pair.decoding, data, pair.tokenizer, pair.shift,
+                        batch_size)
+
+
+def accuracy_table(scores: pd.DataFrame, by=("task", "regime", "model")) -> pd.DataFrame:
+    """Accuracy and mean logit differences per task and model (and any other ``by`` column) from
+    :func:`score_models` rows."""
+    return (scores.groupby(list(by), sort=False)
+            .agg(accuracy=("correct", "mean"), n=("correct", "size"), mean_logit_diff=("logit_diff", "mean"),
+                 mean_logit_diff_corrupted=("logit_diff_corrupted", "mean"))
             .reset_index())
 
 

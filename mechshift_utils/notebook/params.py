@@ -31,6 +31,8 @@ class NotebookParams:
     smoke: bool = False
     dtype: str = "auto"
     device_map: str = ""
+    seeds: int = 0  # trained models per recipe, from ``seed`` on; 0: 3 for the embedded pair, 1 for a real one
+    workers: int = 0  # training processes for the embedded pair; 0: one per core
 
     def validated(self) -> "NotebookParams":
         check_checkout()  # the kernel runs the code of the checkout whose notebook it executes
@@ -41,6 +43,8 @@ class NotebookParams:
             raise ParameterError(f"model_pair: expected one of {known_pairs()} or the path of a pair .json file, "
                                  f"got {params.model_pair!r}")
         check_non_negative_int("seed", params.seed)
+        check_non_negative_int("seeds", params.seeds)
+        check_non_negative_int("workers", params.workers)
         resolve_device(params.device)
         check_bool("smoke", params.smoke)
         if params.dtype not in DTYPES:

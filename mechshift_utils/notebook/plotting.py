@@ -9,6 +9,11 @@ import seaborn as sns
 
 MODEL_COLORS = {"arm": "#1f77b4", "mdm": "#d62728"}
 MODEL_LABELS = {"arm": "ARM", "mdm": "MDM"}
+# every model a seed has: the pair, the trained controls, step 0 of post-training, another seed's ARM
+RUN_COLORS = {**MODEL_COLORS, "arm_continued": "#17becf", "mdm_causal": "#ff7f0e", "mdm_scratch": "#9467bd",
+              "step0": "#8c564b", "arm_twin": "#7f7f7f"}
+RUN_LABELS = {**MODEL_LABELS, "arm_continued": "ARM continued", "mdm_causal": "MDM, causal attention",
+              "mdm_scratch": "MDM from scratch", "step0": "step 0 (ARM, full attention)", "arm_twin": "ARM, other seed"}
 
 
 def use_style() -> None:
@@ -31,9 +36,14 @@ def save_figure(fig, data: pd.DataFrame, name: str, figures_dir) -> dict[str, Pa
     return paths
 
 
+SUPPORTS, OPPOSES = "#1f77b4", "#d62728"  # edge colours of a circuit drawing
+
+
 def draw_circuit(ax, graph, scores, circuit, title: str = "", max_edges: int = 80) -> "pd.DataFrame":
     """Layered drawing of a circuit: components by layer (bottom: input, top: logits), edges with
-    width by |score| and colour by sign (red raises the metric's gap, blue lowers it).
+    width by |score| and colour by sign. Scores are noising effects (the metric's change when the edge
+    carries its corrupted value): a negative score means the edge carries the answer (blue,
+    :data:`SUPPORTS`), a positive one that it works against it (red, :data:`OPPOSES`).
     Returns the drawn edges as a table."""
     import torch
 
@@ -56,7 +66,7 @@ def draw_circuit(ax, graph, scores, circuit, title: str = "", max_edges: int = 8
         s, d = graph.upstream[src[i]], component_of(graph.downstream[dst[i]])
         (x0, y0), (x1, y1) = rows[s], rows[d]
         v = float(vals[i])
-        ax.plot([x0, x1], [y0, y1], color="#d62728" if v > 0 else "#1f77b4", alpha=0.7,
+        ax.plot([x0, x1], [y0, y1], color=OPPOSES if v > 0 else SUPPORTS, alpha=0.7,
                 lw=0.4 + 3.5 * abs(v) / top, zorder=1)
         drawn.append({"src": s, "dst": graph.downstream[dst[i]], "score": v})
     used = {r["src"] for r in drawn} | {component_of(r["dst"]) for r in drawn}
@@ -70,3 +80,12 @@ def draw_circuit(ax, graph, scores, circuit, title: str = "", max_edges: int = 8
     ax.grid(False)
     ax.set_title(title, fontsize=9)
     return pd.DataFrame(drawn)
+
+
+def circuit_legend(fig_or_ax, **kwargs):
+    """The legend of :func:`draw_circuit`'s colours."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([0], [0], color=SUPPORTS, lw=2, label="carries the answer (patching it lowers the logit difference)"),
+               Line2D([0], [0], color=OPPOSES, lw=2, label="works against it (patching it raises the logit difference)")]
+    return fig_or_ax.legend(handles=handles, **kwargs)

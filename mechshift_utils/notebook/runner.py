@@ -184,6 +184,10 @@ def run_all(parameters: dict, output_dir: Path = DEFAULT_OUTPUT_DIR, only: list[
     with kernel_environment(REPO_ROOT):
         for source in sources:
             given = {k: v for k, v in parameters.items() if k in taken[source]}
+            if embedded_only(source) and given.get("model_pair", "embedded") != "embedded":
+                print(f"[mechshift] skipping {source.name}: it needs the embedded pair's post-training "
+                      f"checkpoints (a real pair has none)", flush=True)
+                continue
             start = time.perf_counter()
             print(f"[mechshift] running {source.name} with {given}", flush=True)
             try:
@@ -192,6 +196,14 @@ def run_all(parameters: dict, output_dir: Path = DEFAULT_OUTPUT_DIR, only: list[
                 raise Interrupted(source.name) from None
             print(f"[mechshift] {source.name} done in {time.perf_counter() - start:.0f} s -> {done[-1]}", flush=True)
     return done
+
+
+EMBEDDED_ONLY = "# mechshift: embedded pair only"
+
+
+def embedded_only(source: Path) -> bool:
+    """Whether a notebook runs on the embedded pair only (a line ``# mechshift: embedded pair only``)."""
+    return EMBEDDED_ONLY in Path(source).read_text().splitlines()
 
 
 def _parse_value(text: str):

@@ -12,7 +12,12 @@ A task produces examples at the word level. Every example holds
   the first slot, where the logit-difference metric is read,
 * ``valid`` / ``corrupted_valid``: every answer (a tuple over slots) that counts
   as right for the clean / corrupted sequence; accuracy uses ``valid``,
-* ``regime``: "prefix-dominant" or "globally-constrained".
+* ``regime``: "prefix-dominant" or "globally-constrained",
+* ``meta``: what the example is about, among it ``entity`` (the unit of the train / held-out
+  split) and ``split``.
+
+Every sequence of a task has the same number of words: a core (the task's sentence) framed by
+neutral filler, at a random offset (see :func:`frame`).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 from ..core.seeding import stable_seed
+from ..core.validation import ParameterError
 
 BOS = "[BOS]"
 MASK = "[MASK]"
@@ -71,15 +77,68 @@ class TaskExample:
         ], f"{self.task}: mask layouts differ"
 
 
+SPLITS = ("train", "heldout")
+HELDOUT = "heldout"
+TRAIN = "train"
+
+# Filler: short neutral chunks, none of them a task's entity, that pad every sequence of a task to one
+# length while the task's core moves: the core starts after 0..k filler tokens and the rest follows it,
+# so no task can be solved from absolute positions.
+FILLER_CHUNKS = (("then",), ("later", "."), ("rain", "fell", "."), ("time", "passed", "."),
+                 ("nobody", "spoke", "."), ("bells", "rang", "twice", "."), ("the", "wind", "blew", "."))
+
+
+def filler(rng: random.Random, length: int) -> list[str]:
+    """``length`` filler words: chunks drawn uniformly among those that still fit."""
+    out: list[str] = []
+    while len(out) < length:
+        fits = [c for c in FILLER_CHUNKS if len(c) <= length - len(out)]
+        out.extend(rng.choice(fits))
+    return out
+
+
+def frame(rng: random.Random, core: list[str], total: int) -> tuple[list[str], int]:
+    """``[BOS] + filler + core + filler`` of exactly ``total`` words, the core at a random offset.
+    Returns the words and the index of the core's first word."""
+    room = total - 1 - len(core)
+    if room < 0:
+        raise ValueError(f"core of {len(core)} words does not fit a sequence of {total}")
+    before = rng.randint(0, room)
+    words = [BOS, *filler(rng, before), *core, *filler(rng, room - before)]
+    return words, 1 + before
+
+
+def in_split(key: object, family: str, heldout_percent: int) -> str:
+    """The split of an entity (a name pair, a number triple, ...): a fixed hash of it, the same for every
+    training seed, so that every seed is trained and evaluated on the same entities."""
+    return HELDOUT if stable_seed("split", family, key) % 100 < heldout_percent else TRAIN
+
+
 class Task:
-    """A seeded generator of examples. Subclasses set name/regime and implement ``sample``."""
+    """A seeded generator of examples. Subclasses set name/regime and implement ``sample``.
+
+    Every task has a train and a held-out split of its *entities* (``entity``: IOI's name pair,
+    Greater-Than's century and start year, Countdown's number triple, Infilling's place and sound):
+    the training stream draws only train entities, evaluation only held-out ones, so no evaluation
+    sequence occurs in training. ``stream``: tasks that share it (Countdown and its late-copy
+    corruption, the two Infilling formats) generate the same content for the same seed and index.
+    ``pool_roles``: the models that must answer an example for it to enter the task's pool.
+    """
 
     name: ClassVar[str]
     regime: ClassVar[str]
     description: ClassVar[str]
+    stream: ClassVar[str] = ""
+    length: ClassVar[int]  # words per sequence, [BOS] included
+    pool_roles: ClassVar[tuple[str, ...]] = ("arm", "mdm")  # the models that must solve a pool example
+    decisive: ClassVar[str] = ""  # what decides the answer (and what the corruption changes)
+    after_slot: ClassVar[str] = ""  # what follows the answer slot: only a bidirectional model reads it
+    arm_answers: ClassVar[bool] = True  # whether the words before the slot decide the answer
 
-    def sample(self, rng: random.Random) -> TaskExample:  # pragma: no cover - interface
-        raise NotImplementedError
+    def sample(self, rng: random.Random, split: str = TRAIN, layout: random.Random | None = None) -> TaskExample:
+        """One example of ``split``. ``rng`` draws the content, ``layout`` (default ``rng``) the template
+        and the filler."""
+        raise NotImplementedError  # pragma: no cover - interface
 
     def vocabulary(self) -> set[str]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -92,9 +151,17 @@ class Task:
         """Accuracy of a uniform guess among the format's candidates."""
         return len(example.valid) / self.candidates(example)
 
-    def generate(self, n: int, seed: int) -> list[TaskExample]:
-        rng = random.Random(stable_seed("task", self.name, seed))
-        return [self.sample(rng) for _ in range(n)]
+    def entity(self, example: TaskExample) -> tuple:
+        """The unit of the train / held-out split that this example is about."""
+        return tuple(example.meta["entity"])
+
+    def generate(self, n: int, seed: int, split: str = HELDOUT) -> list[TaskExample]:
+        if split not in SPLITS:
+            raise ParameterError(f"split: expected one of {list(SPLITS)}, got {split!r}")
+        stream = self.stream or self.name
+        rng = random.Random(stable_seed("task", stream, split, seed))
+        return [self.sample(rng, split, random.Random(stable_seed("layout", stream, split, seed, i)))
+                for i in range(n)]
 
     @staticmethod
     def masked(words: list[str], positions) -> list[str]:
@@ -102,3 +169,6 @@ class Task:
         for p in positions:
             out[p] = MASK
         return out
+
+    def vocabulary_with_filler(self) -> set[str]:
+        return self.vocabulary() | {w for chunk in FILLER_CHUNKS for w in chunk}

@@ -11,15 +11,19 @@ closing "= T": the MDM sees the target again after the slots (a later
 constraint), the ARM sees it in the input. Ops are +, - and * (with + and -
 alone every target is reachable from several first steps, since a+b+c can start
 anywhere); every number stays within 0..99 so each is one token. Problems are
-drawn with exactly one right first step. Corruption: the target changes so that a different first
-step, with a different first number, is the only right one.
+drawn with exactly one right first step. Corruption: the target changes (in both places) so that a
+different first step, with a different first number, is the only right one. ``countdown_late``
+corrupts only the copy after the solution (:class:`CountdownLate`).
+
+Held out: a fifth of the number triples (as sets); a held-out triple never appears in training, in
+any order, so its first step has to be computed.
 """
 from __future__ import annotations
 
 import itertools
 import random
 
-from .base import BOS, GLOBALLY_CONSTRAINED, Task, TaskExample
+from .base import GLOBALLY_CONSTRAINED, TRAIN, Task, TaskExample, frame, in_split
 
 MAX_NUMBER = 12
 OPS = ("+", "-", "*")
@@ -67,14 +71,29 @@ def _second_step(numbers, first, target) -> tuple[int, str, int, int]:
     raise AssertionError("no second step")  # solve() guarantees one
 
 
+HELDOUT_PERCENT = 20
+LENGTH = 1 + 5 + 16  # [BOS], filler room, "a b c T : x op y = z , p op q = T"
+
+
+def triple_split(numbers) -> str:
+    return in_split(tuple(sorted(numbers)), "countdown", HELDOUT_PERCENT)
+
+
 class Countdown(Task):
     name = "countdown"
     regime = GLOBALLY_CONSTRAINED
     description = "first step of an arithmetic plan that reaches the target"
+    decisive = "the target (in the input, and its copy closing the solution)"
+    after_slot = "the rest of the solution, masked, and the target's copy"
+    stream = "countdown"
+    length = LENGTH
 
-    def sample(self, rng: random.Random) -> TaskExample:
+    def sample(self, rng: random.Random, split: str = TRAIN, layout: random.Random | None = None) -> TaskExample:
+        layout = layout or rng
         while True:
             numbers = tuple(rng.sample(range(1, MAX_NUMBER + 1), 3))
+            if triple_split(numbers) != split:
+                continue
             unique = {t: next(iter(s)) for t, s in solutions(numbers).items() if len(s) == 1}
             if len(unique) < 2:
                 continue
@@ -87,29 +106,38 @@ class Countdown(Task):
             break
         counter_step = unique[counter_target]
 
-        def words(t: int, first) -> list[str]:
+        def core(t: int, first) -> list[str]:
             z, p, op2, q = _second_step(numbers, first, t)
             x, op, y = first
-            return [BOS, *map(str, numbers), str(t), ":", str(x), op, str(y), "=", str(z), ",",
+            return [*map(str, numbers), str(t), ":", str(x), op, str(y), "=", str(z), ",",
                     str(p), op2, str(q), "=", str(t)]
 
-        full = words(target, step)
-        slots = [6, 7, 8]
-        hidden = slots + [10, 12, 13, 14]  # z, and the second step's operands and op
+        full, offset = frame(layout, core(target, step), self.length)
+        corrupted = list(full)
+        corrupted[offset:offset + 16] = core(counter_target, counter_step)
+        slots = [offset + 5, offset + 6, offset + 7]
+        hidden = slots + [offset + 9, offset + 11, offset + 12, offset + 13]  # z, the second step's operands and op
+        targets = [offset + 3, offset + 15]  # the target in the input, and its copy after the solution
         as_words = lambda s: (str(s[0]), s[1], str(s[2]))  # noqa: E731
-        return TaskExample(
+        example = TaskExample(
             task=self.name,
             regime=self.regime,
             full=full,
             clean=self.masked(full, hidden),
-            corrupted=self.masked(words(counter_target, counter_step), hidden),
+            corrupted=self.masked(corrupted, hidden),
             answer_positions=slots,
             correct=list(as_words(step)),
             counterfactual=list(as_words(counter_step)),
             valid=[as_words(s) for s in sorted(solve(numbers, target))],
             corrupted_valid=[as_words(s) for s in sorted(solve(numbers, counter_target))],
-            meta={"numbers": list(numbers), "target": target, "corrupted_target": counter_target},
+            meta={"numbers": list(numbers), "target": target, "corrupted_target": counter_target,
+                  "target_positions": targets, "entity": sorted(numbers), "split": split, "core_start": offset},
         )
+        return self.corrupt(example)
+
+    def corrupt(self, example: TaskExample) -> TaskExample:
+        """Countdown's corruption is the other target in both places (done in :meth:`sample`)."""
+        return example
 
     def vocabulary(self) -> set[str]:
         return {str(n) for n in range(0, MAX_VALUE + 1)} | set(OPS) | {":", "=", ","}
@@ -117,3 +145,34 @@ class Countdown(Task):
     def candidates(self, example: TaskExample) -> int:
         numbers = example.meta["numbers"]
         return sum(len(_steps((numbers[i], numbers[j]))) for i, j in itertools.combinations(range(3), 2))
+
+
+class CountdownLate(Countdown):
+    """The same problems, corrupted only after the answer: the target's copy that closes the solution
+    (``= T`` at the end) changes to the other target, the input keeps the real one. The ARM cannot see
+    the change at the read position; an effect on the MDM is its use of information after the slot."""
+
+    name = "countdown_late"
+    description = "Countdown with only the target's copy after the solution corrupted"
+    decisive = "the target's copy closing the solution (the input keeps the clean target)"
+
+    def corrupt(self, example: TaskExample) -> TaskExample:
+        first, last = example.meta["target_positions"]
+        corrupted = list(example.clean)
+        corrupted[last] = str(example.meta["corrupted_target"])
+        example.task, example.corrupted = self.name, corrupted
+        return example
+
+
+def target_variants(example: TaskExample) -> dict[str, list[str]]:
+    """The clean sequence with the other target written in the input only ("early"), after the solution
+    only ("late"), or in both ("both"): the three corruptions whose effects notebook 01 compares."""
+    first, last = example.meta["target_positions"]
+    other = str(example.meta["corrupted_target"])
+    out = {}
+    for name, where in (("early", [first]), ("late", [last]), ("both", [first, last])):
+        words = list(example.clean)
+        for p in where:
+            words[p] = other
+        out[name] = words
+    return out

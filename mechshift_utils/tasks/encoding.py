@@ -17,8 +17,9 @@ import torch
 
 from ..core.validation import ParameterError, check_bool, check_non_negative_int
 from .base import BOS, MASK, TaskExample
-from .real import generate_real, text_pieces
-from .registry import generate
+from .base import HELDOUT
+from .real import REAL_TASKS, generate_real, text_pieces
+from .registry import TASK_NAMES, generate
 from .tokenizer import encode_words, is_word_level
 
 
@@ -340,10 +341,23 @@ def encode_subword(examples: list[TaskExample], tokenizer, mask_token_id: int | 
 EVAL_STREAM = 1_000_003  # evaluation examples come from a seed stream apart from training's
 
 
-def task_examples(task: str, n: int, seed: int, tokenizer) -> list[TaskExample]:
+def task_examples(task: str, n: int, seed: int, tokenizer, split: str = HELDOUT) -> list[TaskExample]:
     """n seeded examples of a task in the form the tokenizer reads: the embedded word-level tasks for
-    the embedded pair's tokenizer, the real-text tasks (mechshift_utils.tasks.real) for a subword one."""
-    return generate(task, n, seed) if is_word_level(tokenizer) else generate_real(task, n, seed)
+    the embedded pair's tokenizer (from ``split``), the real-text tasks (mechshift_utils.tasks.real) for
+    a subword one (they have no training split: the pair was trained elsewhere)."""
+    if is_word_level(tokenizer):
+        return generate(task, n, seed, split)
+    if split != HELDOUT:
+        raise ParameterError(f"split: real-text tasks have only the {HELDOUT!r} split (a real pair was not "
+                             f"trained here), got {split!r}")
+    return generate_real(task, n, seed)
+
+
+def task_names_for(tokenizer) -> tuple[str, ...]:
+    """The tasks a pair is scored on: every embedded task for the word-level tokenizer; for a subword
+    one those of them that exist as text (Dream's Countdown has no copy of the target after the answer,
+    so ``countdown_late`` has none)."""
+    return TASK_NAMES if is_word_level(tokenizer) else tuple(t for t in TASK_NAMES if t in REAL_TASKS)
 
 
 def encode_for(examples, tokenizer, mask_token_id: int | None = None) -> EncodedTask:

@@ -30,7 +30,7 @@ from ..core.validation import ParameterError, check_bool, check_non_negative_int
 from .base import BOS, Task, TaskExample
 from .countdown import Countdown
 from .greater_than import GreaterThan
-from .infilling import SemanticInfilling
+from .infilling import InPlaceInfilling, SemanticInfilling
 from .ioi import IOI
 
 REAL_STYLE = "real"
@@ -379,8 +379,33 @@ class RealInfilling(RealTask):
         return sum(len(row) for row in INFILL_ANIMALS.values())
 
 
+class RealInPlaceInfilling(RealInfilling):
+    """The same content with the blank in place: "In the forest, the [MASK] howled all night." ->
+    " wolf". The sound that decides the animal comes after the slot: only the MDM can read it (the ARM
+    is scored on the restated form, ``infilling``). Corruption: the sound changes."""
+
+    name, description = InPlaceInfilling.name, InPlaceInfilling.description
+    pool_roles = InPlaceInfilling.pool_roles
+
+    def sample(self, rng: random.Random) -> TaskExample:
+        place = rng.choice(list(INFILL_ANIMALS))
+        sound, counter_sound = rng.sample(INFILL_SOUNDS, 2)
+        time = rng.choice(INFILL_FILLERS["time"])
+        before = _split_words(f"In the {place}, the")
+        answer, counter = " " + INFILL_ANIMALS[place][sound], " " + INFILL_ANIMALS[place][counter_sound]
+        full = [BOS, *before, answer, *_split_words(f" {sound} {time}.")]
+        corrupted = [BOS, *before, counter, *_split_words(f" {counter_sound} {time}.")]
+        slot = 1 + len(before)
+        return TaskExample(
+            task=self.name, regime=self.regime, full=full, clean=self.masked(full, [slot]),
+            corrupted=self.masked(corrupted, [slot]), answer_positions=[slot], correct=[answer],
+            counterfactual=[counter], valid=[(answer,)], corrupted_valid=[(counter,)],
+            meta={"style": REAL_STYLE, "place": place, "sound": sound, "corrupted_sound": counter_sound,
+                  "time": time})
+
+
 REAL_TASKS: dict[str, RealTask] = {t.name: t for t in (RealIOI(), RealGreaterThan(), RealCountdown(3),
-                                                        RealCountdown(4), RealInfilling())}
+                                                        RealCountdown(4), RealInfilling(), RealInPlaceInfilling())}
 REAL_TASK_NAMES = tuple(REAL_TASKS)
 
 
