@@ -5,8 +5,10 @@ memory plan, and cached attributions of a pair on its pools.
 """
 from __future__ import annotations
 
-from .engine import ABLATIONS, METHODS, Attribution, attribute, read_out_positions
+from .engine import ABLATIONS, METHODS, Attribution, attribute
+from .regions import REGIONS, position_regions, read_out_positions, region_shares
 from .graph import Graph, component_of, layer_of
 
-__all__ = ["ABLATIONS", "METHODS", "Attribution", "attribute", "read_out_positions", "Graph", "component_of",
+__all__ = ["ABLATIONS", "METHODS", "Attribution", "attribute", "read_out_positions", "REGIONS", "position_regions",
+           "region_shares", "Graph", "component_of",
            "layer_of"]

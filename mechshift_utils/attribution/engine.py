@@ -50,6 +50,7 @@ from ..core.files import write_with
 from ..core.validation import ParameterError, check_choice, check_positive_int
 from ..tasks import EncodedTask
 from .graph import Graph
+from .regions import REGIONS, position_regions, read_out_positions, region_masks
 from .metrics import Metric, logit_diff
 from .runner import ModelRunner, node_major, runner_for
 
@@ -68,6 +69,9 @@ class Attribution:
     metric_ablated: torch.Tensor  # [n_examples] (all edges ablated: the corrupted run for patching)
     per_example: torch.Tensor | None = None  # [n_examples, n_up, n_down] when asked for
     ig_steps: int | None = None
+    # by_region: [len(REGIONS), n_up, n_down], mean over examples, split by the source's position group
+    # (mechshift_utils.attribution.regions); the groups add up to edge_scores
+    region_edge_scores: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
 
     def edges(self) -> pd.DataFrame:
@@ -125,21 +129,10 @@ def check_inputs(data: EncodedTask, method: str, ablation: str, ig_steps: int, b
     read_out_positions(data)
 
 
-def read_out_positions(data: EncodedTask, shift: bool = True) -> torch.Tensor:
-    """Where each example's metric is read: its first answer slot, minus 1 under the shift; stops with a
-    clear message when a slot has no such position in the sequence."""
-    slots = data.answer_positions[:, 0]
-    lowest = 1 if shift else 0
-    if slots.min() < lowest or slots.max() >= data.clean_ids.shape[1]:
-        raise ParameterError(f"data.answer_positions: expected slots in [{lowest}, {data.clean_ids.shape[1] - 1}], "
-                             f"got {slots.min().item()}..{slots.max().item()}")
-    return slots - lowest
-
-
 def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = "patching",
               ig_steps: int = 8, metric: Metric | None = None, batch_size: int = 32, shift: bool = True,
               per_example: bool = False, progress: bool = True, exact_edges: bool = True,
-              ig_batch: int | None = 4) -> Attribution:
+              ig_batch: int | None = 4, by_region: bool = False) -> Attribution:
     """Score every edge (and node) of the model's graph on the task data; see the module docstring.
 
     ``ig_batch``: how many IG points share one forward/backward pass (stacked
@@ -149,8 +142,13 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     batch_size x ig_batch; use 1 for a 7B model on one GPU.
     ``exact_edges=False`` makes ``exact`` score nodes only (one pass per node
     instead of one per edge); its edge scores are then zero.
+    ``by_region`` (eap and eap-ig): also split every edge's score by the position group of its
+    source's activation difference (prefix, read, slot, suffix; see
+    mechshift_utils.attribution.regions): one more matrix product per group and destination.
     """
     check_inputs(data, method, ablation, ig_steps, batch_size)
+    if by_region and method == "exact":
+        raise ParameterError("by_region: position groups are split for eap and eap-ig only; got method 'exact'")
     if ig_batch is not None:
         check_positive_int("ig_batch", ig_batch)
     runner = runner_for(model, shift)
@@ -165,6 +163,9 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     valid = g.valid.to(runner.device)
     edge_sum = torch.zeros(len(g.upstream), len(g.downstream), device=runner.device)
     node_sum = torch.zeros(len(g.upstream))
+    regions_all = position_regions(data, shift) if by_region else None
+    region_sum = torch.zeros(len(REGIONS), len(g.upstream), len(g.downstream), device=runner.device) \
+        if by_region else None
     examples = [] if per_example else None
     m_clean, m_ablated = [], []
     steps = {"exact": g.n_edges * exact_edges + len(g.upstream), "eap": 1, "eap-ig": ig_steps}[method]
@@ -194,15 +195,17 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
             delta = node_major(clean).to(runner.device)
             del clean  # only the node-major difference is needed from here on
             scores = torch.zeros(len(idx), len(g.upstream), len(g.downstream), device=runner.device)
+            masks = region_masks(regions_all[idx]).to(runner.device) if by_region else None
             if method == "eap":
-                scores += runner.gradient_scores(ids, read, idx, metric, delta, None)
+                scores += runner.gradient_scores(ids, read, idx, metric, delta, None, masks=masks, into=region_sum)
                 bar.update(1)
             else:
                 per_pass = ig_batch or ig_steps
                 for first in range(0, ig_steps, per_pass):
                     alphas = (torch.arange(first, min(ig_steps, first + per_pass)) + 0.5) / ig_steps
                     emb = emb_base[None] + alphas[:, None, None, None] * (emb_clean - emb_base)[None]
-                    scores += runner.gradient_scores(ids, read, idx, metric, delta, emb.flatten(0, 1), len(alphas))
+                    scores += runner.gradient_scores(ids, read, idx, metric, delta, emb.flatten(0, 1), len(alphas),
+                                                     masks=masks, into=region_sum, weight=1 / ig_steps)
                     bar.update(len(alphas))
                 scores /= ig_steps
             del delta  # before the next batch builds its own
@@ -216,4 +219,5 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     return Attribution(g, method, ablation, (edge_sum / n).detach().cpu(), (node_sum / n).detach(),
                        torch.cat(m_clean).detach(), torch.cat(m_ablated).detach(),
                        torch.cat(examples).detach() if per_example else None,
-                       ig_steps if method == "eap-ig" else None)
+                       ig_steps if method == "eap-ig" else None,
+                       (region_sum * valid / n).detach().cpu() if by_region else None)

@@ -65,13 +65,18 @@ class ModelRunner:
 
     # -- gradients at every destination, dotted with the activation differences ----------------------
     def gradient_scores(self, ids, read, index, metric: Metric, delta: torch.Tensor,
-                        embed_override: torch.Tensor | None, repeats: int = 1) -> torch.Tensor:
+                        embed_override: torch.Tensor | None, repeats: int = 1, masks: torch.Tensor | None = None,
+                        into: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
         """Per example [batch, n_up, n_down]: delta[u] . dM/d(input of v), summed over ``repeats`` runs
         stacked in one pass (``embed_override`` [repeats * batch, pos, d]: e.g. several IG points).
 
         ``delta`` is node-major, [batch, n_up, pos, d_model] (see :func:`node_major`): each
         destination's scores are then one batched matrix product over (pos, d_model) with no copy
-        of the buffer, which dominated the time when it was position-major."""
+        of the buffer, which dominated the time when it was position-major.
+
+        ``masks`` [batch, R, pos] (position groups, mechshift_utils.attribution.regions): the scores are
+        also split by the position of the activation difference; ``weight`` times their sum over the
+        batch, [R, n_up, n_down], is added to ``into``."""
         if repeats > 1:
             ids, read, index = ids.repeat(repeats, 1), read.repeat(repeats), index.repeat(repeats)
         # Only activation gradients are wanted: the weights are frozen for the pass (no .grad piles up
@@ -87,7 +92,7 @@ class ModelRunner:
         try:
             with torch.no_grad():  # the vjps below are function transforms: they still differentiate
                 return self._dot_gradients(delta, saved["x_attn"], saved["g_qkv"], saved["x_mlp"], saved["g_mlp"],
-                                           saved["x_final"], saved["g_final"], repeats)
+                                           saved["x_final"], saved["g_final"], repeats, masks, into, weight)
         finally:
             saved.clear()
 
@@ -123,7 +128,8 @@ class ModelRunner:
         mlp_out.clear()
         return saved
 
-    def _dot_gradients(self, delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats):
+    def _dot_gradients(self, delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats, masks=None, into=None,
+                       weight=1.0):
         a, g = self.arch, self.graph
         b, n_up = delta.shape[:2]
         flat = delta.reshape(b, n_up, -1)  # [b, n_up, pos * d]: a view, delta is node-major and contiguous
@@ -131,9 +137,18 @@ class ModelRunner:
         def fold(t):  # sum the stacked runs: [repeats * b, ...] -> [b, ...]
             return t if repeats == 1 else t.reshape(repeats, b, *t.shape[1:]).sum(0)
 
-        def contract(upto: int, g_res: torch.Tensor) -> torch.Tensor:
-            """delta of the first ``upto`` nodes . g_res over (pos, d): [b, upto, n] (g_res [b, p, n, d])."""
-            return torch.bmm(flat[:, :upto], g_res.permute(0, 1, 3, 2).reshape(b, -1, g_res.shape[2]))
+        def contract(upto: int, g_res: torch.Tensor, dest) -> torch.Tensor:
+            """delta of the first ``upto`` nodes . g_res over (pos, d): [b, upto, n] (g_res [b, p, n, d]).
+            With ``masks``, one product per position group, each group's batch sum (times ``weight``)
+            added to ``into[:, :upto, dest]``."""
+            if masks is None:
+                return torch.bmm(flat[:, :upto], g_res.permute(0, 1, 3, 2).reshape(b, -1, g_res.shape[2]))
+            parts = torch.stack([torch.bmm(flat[:, :upto], (g_res * masks[:, r, :, None, None])
+                                           .permute(0, 1, 3, 2).reshape(b, -1, g_res.shape[2]))
+                                 for r in range(masks.shape[1])], 1)  # [b, R, upto, n]
+            summed = weight * parts.sum(0)
+            into[:, :upto, dest] += summed if isinstance(dest, slice) else summed[:, :, 0]
+            return parts.sum(1)
 
         out = torch.zeros(b, len(g.upstream), len(g.downstream), device=self.device)
         for layer in range(a.n_layers):
@@ -141,12 +156,14 @@ class ModelRunner:
             w, _ = self.w_qkv[layer]
             g_heads = torch.einsum("bpnk,ndk->bpnd", a.split_qkv([t.float() for t in g_qkv[layer]]), w)
             g_res = fold(norm_vjp(self.attn_norms[layer], x_attn[layer], g_heads))
-            out[:, :u, g.attn_dest_slice(layer)] = contract(u, g_res)
+            dest = g.attn_dest_slice(layer)
+            out[:, :u, dest] = contract(u, g_res, dest)
             um = u + a.n_heads
             g_res = fold(norm_vjp(self.mlp_norms[layer], x_mlp[layer], g_mlp[layer].float()[:, :, None]))
-            out[:, :um, g.mlp_dest(layer)] = contract(um, g_res)[:, :, 0]
+            out[:, :um, g.mlp_dest(layer)] = contract(um, g_res, g.mlp_dest(layer))[:, :, 0]
         g_res = fold(norm_vjp(self.final_norm, x_final, g_final.float()[:, :, None]))
-        out[:, :, -1] = contract(n_up, g_res)[:, :, 0]
+        last = len(g.downstream) - 1
+        out[:, :, -1] = contract(n_up, g_res, last)[:, :, 0]
         return out
 
     # -- forward with some edges ablated ------------------------------------------------------------------

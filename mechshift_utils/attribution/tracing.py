@@ -83,17 +83,21 @@ def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, me
 
 def traced_model(model, name: str, run_dir, task: str, data: EncodedTask, shift: bool = True,
                  method: str = "eap-ig", ablation: str = "patching", ig_steps: int = 8,
-                 batch_size: int = EMBEDDED_BATCH, embedded: bool = True) -> Attribution:
+                 batch_size: int = EMBEDDED_BATCH, embedded: bool = True, by_region: bool = True) -> Attribution:
     """Attribution of one named model (e.g. "arm", "mdm", "arm_continued", "mdm@600") on one task's data,
     cached under ``<run_dir>/attribution/<method>.../<name>/<task>/``: computed once, then read back (a
-    cache made on other examples is recomputed)."""
+    cache made on other examples, or without the position groups when they are wanted, is recomputed).
+    ``by_region``: also split the scores by position group (mechshift_utils.attribution.regions; eap and
+    eap-ig only)."""
+    by_region = by_region and method != "exact"
     folder = attribution_dir(run_dir, name, task, method, ablation, ig_steps)
     cache = folder / "scores.pt"
     cached = _read_cache(cache)
-    if cached is not None and torch.equal(cached["clean_ids"], data.clean_ids):
+    if cached is not None and torch.equal(cached["clean_ids"], data.clean_ids) and (
+            not by_region or cached.get("region_edge_scores") is not None):
         result = Attribution(Graph.from_arch(arch_of(model)), method, ablation, cached["edge_scores"],
                              cached["node_scores"], cached["metric_clean"], cached["metric_ablated"],
-                             cached["per_example"], cached["ig_steps"])
+                             cached["per_example"], cached["ig_steps"], cached.get("region_edge_scores"))
         damaged = {n: problem for n in TABLES if (problem := file_problem(folder / n)) is not None}
         if damaged:
             print(f"{folder}: " + "; ".join(f"{n} {p}" for n, p in damaged.items()) + "; writing them again from "
@@ -102,18 +106,20 @@ def traced_model(model, name: str, run_dir, task: str, data: EncodedTask, shift:
         return result
     # real pairs: one IG point per pass, as the memory plan assumes; stacking 4 was fastest on the CPU
     result = attribute(model, data, method=method, ablation=ablation, ig_steps=ig_steps, batch_size=batch_size,
-                       shift=shift, per_example=True, ig_batch=4 if embedded else 1, progress=False)
+                       shift=shift, per_example=True, ig_batch=4 if embedded else 1, progress=False,
+                       by_region=by_region)
     result.save(folder, data)  # the tables first: a scores.pt on disk means they are complete
     state = {"clean_ids": data.clean_ids, "edge_scores": result.edge_scores, "node_scores": result.node_scores,
              "metric_clean": result.metric_clean, "metric_ablated": result.metric_ablated,
-             "per_example": result.per_example, "ig_steps": result.ig_steps}
+             "per_example": result.per_example, "ig_steps": result.ig_steps,
+             "region_edge_scores": result.region_edge_scores}
     write_with(cache, lambda p: torch.save(state, p))
     return result
 
 
 def trace_models(models: dict, run_dir, pools: dict[str, EncodedTask], shift: bool = True, ig_steps: int = 8,
                  batch_size: int = EMBEDDED_BATCH, embedded: bool = True, method: str = "eap-ig",
-                 progress: bool = True) -> dict[tuple[str, str], Attribution]:
+                 progress: bool = True, by_region: bool = True) -> dict[tuple[str, str], Attribution]:
     """EAP-IG (or ``method``) attributions of named models on every pool: {(name, task): Attribution}, each
     cached as :func:`traced_model`."""
     from tqdm import tqdm
@@ -122,7 +128,7 @@ def trace_models(models: dict, run_dir, pools: dict[str, EncodedTask], shift: bo
     jobs = [(name, task) for name in models for task in pools]
     for name, task in tqdm(jobs, desc="tracing", disable=not progress):
         out[(name, task)] = traced_model(models[name], name, run_dir, task, pools[task], shift, method, "patching",
-                                         ig_steps, batch_size, embedded)
+                                         ig_steps, batch_size, embedded, by_region)
     return out
 
 
