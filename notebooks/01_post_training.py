@@ -122,7 +122,7 @@ for name in task_names:
 display(pd.DataFrame(rows).set_index("task"))
 info = information_table(task_names)
 display(info.set_index("task"))
-info.to_csv(f"{figures_dir}/01_information_at_read_position.csv", index=False)
+plotting.save_table(info, "01_information_at_read_position", figures_dir)
 
 # %% [markdown]
 # ## Train the ARMs, post-train the MDMs and the controls
@@ -151,7 +151,7 @@ if exp.embedded:
     steps = {"arm": arm_cfg.steps, **{n: post_cfg.steps for n in post_cfg.runs}}
     timing = pd.DataFrame([{"seed": r.seed, "run": name, "seconds": sec, "steps": steps[name],
                             "ms_per_step": 1000 * sec / steps[name]} for r in exp.runs for name, sec in r.seconds.items()])
-    timing.to_csv(f"{figures_dir}/01_training_time.csv", index=False)
+    plotting.save_table(timing, "01_training_time", figures_dir)
     display(timing.pivot_table(index="run", values=["seconds", "ms_per_step"], aggfunc="mean").round(1))
     print(f"training time summed over runs: {timing.seconds.sum():.0f} s (one thread each; the runs of a "
           f"seed after its ARM share the processes)")

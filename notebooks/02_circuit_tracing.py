@@ -139,7 +139,7 @@ if n_exact and exp.embedded:
                              "jaccard_topk_eapig_vs_exact": float(stats.jaccard(top[:1], top[1:])[0]),
                              "early_share_eapig": float(early[0]), "early_share_exact": float(early[1])})
     agreement = pd.DataFrame(rows)
-    agreement.to_csv(f"{figures_dir}/02_eapig_vs_exact_edges.csv", index=False)
+    plotting.save_table(agreement, "02_eapig_vs_exact_edges", figures_dir)
     display(agreement.groupby(["task", "model"])[["spearman_edges", "jaccard_topk_eapig_vs_exact"]]
             .agg(["mean", "min", "max"]).round(3))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -304,7 +304,7 @@ for name in ("arm", "mdm"):
                  "faithfulness_area": curve_area(curve)})
 prob_summary = pd.DataFrame(rows)
 display(prob_summary.round(3))
-prob_summary.to_csv(f"{figures_dir}/02_greater_than_prob_diff.csv", index=False)
+plotting.save_table(prob_summary, "02_greater_than_prob_diff", figures_dir)
 
 # %% [markdown]
 # ## Numbers

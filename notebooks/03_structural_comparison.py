@@ -205,7 +205,7 @@ for s in tqdm(exp.seeds, desc="minimal circuits"):
                 rows.append({"seed": s, "task": t, "regime": regime[t], "level": lvl, "model": n,
                              "k_minimal": np.nan if k_n is None else k_n, "jaccard_with_arm": jac})
 minimal = pd.DataFrame(rows)
-minimal.to_csv(f"{figures_dir}/03_minimal_circuits.csv", index=False)
+plotting.save_table(minimal, "03_minimal_circuits", figures_dir)
 display(minimal.groupby(["task", "level", "model"])[["k_minimal", "jaccard_with_arm"]].mean().round(3))
 
 # %% [markdown]
@@ -432,11 +432,11 @@ if len(rows_12):
     robust = pd.concat([rows_12.assign(setting=f"K = {K} (main)"), *robust], ignore_index=True)
     table = robust.pivot_table(index=["task", "statistic"], columns="setting", values="verdict", aggfunc="first")
     display(table)
-    robust.to_csv(f"{figures_dir}/03_robustness.csv", index=False)
+    plotting.save_table(robust, "03_robustness", figures_dir)
 
 # %%
 scorecard = pd.concat([rows_12, exact_rows], ignore_index=True) if len(exact_rows) else rows_12
-scorecard.to_csv(f"{figures_dir}/03_scorecard_rows.csv", index=False)
+plotting.save_table(scorecard, "03_scorecard_rows", figures_dir)
 for t in core:
     sub = rows_12[rows_12.task == t] if len(rows_12) else rows_12
     for r in sub.itertuples():

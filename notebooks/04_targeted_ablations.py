@@ -143,12 +143,12 @@ results = pd.concat(rows, ignore_index=True)
 # the drop as a share of the model's mean clean logit difference on the seed's pool; random draws averaged
 results["drop"] = (results.metric_clean - results.metric_ablated) / results.groupby(
     ["ablation", "seed", "task", "model"]).metric_clean.transform("mean")
-per_example = results.groupby(["ablation", "seed", "task", "model", "group", "example"], sort=False).drop.mean()
+per_example = results.groupby(["ablation", "seed", "task", "model", "group", "example"], sort=False)["drop"].mean()
 per_example = per_example.reset_index()
 
 summary_rows = []
 for (ablation, t, n, group), sub in per_example.groupby(["ablation", "task", "model", "group"], sort=False):
-    by_seed = {s: g.drop.to_numpy() for s, g in sub.groupby("seed")}
+    by_seed = {s: g["drop"].to_numpy() for s, g in sub.groupby("seed")}
     summary_rows.append({"ablation": ablation, "task": t, "regime": regime[t], "model": n, "group": group,
                          **mean_interval(by_seed, n_boot, seed, level)})
 summary = pd.DataFrame(summary_rows)
@@ -211,6 +211,6 @@ if "arm_continued" in models_ablated:
                                             f"early minus mid/late drop ({ablation})", per_seed, draws, "effect",
                                             rule, 1, {"ablation": ablation}))
     scores = pd.DataFrame(score_rows)
-    scores.to_csv(f"{figures_dir}/04_scorecard_rows.csv", index=False)
+    plotting.save_table(scores, "04_scorecard_rows", figures_dir)
     display(scores[["claim", "task", "statistic", "mdm_minus_arm", "null_minus_arm", "excess", "ci_low", "ci_high",
                     "seeds_holding", "verdict"]].round(3))

@@ -291,7 +291,7 @@ plotting.save_figure(fig, conc, "05_specialization", figures_dir)
 plt.show()
 scores = pd.DataFrame(score_rows)
 if len(scores):
-    scores.to_csv(f"{figures_dir}/05_scorecard_rows.csv", index=False)
+    plotting.save_table(scores, "05_scorecard_rows", figures_dir)
     display(scores[["claim", "task", "statistic", "mdm_minus_arm", "null_minus_arm", "excess", "ci_low", "ci_high",
                     "seeds_holding", "verdict"]].round(3))
 
@@ -373,7 +373,7 @@ for s in tqdm(exp.seeds, desc="explanations"):
                                           score=top.score.to_numpy(), layer=top.layer.to_numpy(),
                                           kind=table.feature.map(feature_kind)))
 explained = pd.concat(explained, ignore_index=True)
-explained.to_csv(f"{figures_dir}/05_neuron_explanations.csv", index=False)
+plotting.save_table(explained, "05_neuron_explanations", figures_dir)
 for t in core:
     for n in ("arm", "mdm"):
         sub = explained[(explained.seed == s0) & (explained.task == t) & (explained.model == n)].head(2)

@@ -152,7 +152,7 @@ circuits = pd.DataFrame(rows)
 long = pd.concat([circuits, behaviour.melt(id_vars=["seed", "model", "step", "task"],
                                            value_vars=["accuracy", "mean_logit_diff"], var_name="metric")],
                  ignore_index=True)[["seed", "model", "step", "task", "metric", "value"]]
-long.to_csv(f"{figures_dir}/06_shift_dynamics.csv", index=False)
+plotting.save_table(long, "06_shift_dynamics", figures_dir)
 
 # %%
 metrics = [("accuracy", "held-out accuracy"), ("mean_logit_diff", "mean logit difference"),
@@ -221,7 +221,7 @@ for t in task_names:
                       "min_mean_logit_diff_step": int(long[(long.metric == "mean_logit_diff") & (long.task == t)
                                                            & (long.model == "mdm")].groupby("step").value.mean().idxmin())})
 when = pd.DataFrame(when_rows)
-when.to_csv(f"{figures_dir}/06_when_the_shift_happens.csv", index=False)
+plotting.save_table(when, "06_when_the_shift_happens", figures_dir)
 display(when)
 for r in when.itertuples():
     shift = (f"from step {r.circuit_leaves_null_band_at} on" if r.circuit_leaves_null_band_at is not None

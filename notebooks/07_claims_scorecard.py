@@ -104,7 +104,7 @@ claim4 = pd.DataFrame(claim4)
 scorecard = pd.concat([main, rows_04, rows_05, claim4], ignore_index=True)
 extra = [c for c in scorecard.columns if c not in COLUMNS]
 scorecard = scorecard[COLUMNS + extra]
-scorecard.to_csv(f"{figures_dir}/claims_scorecard.csv", index=False)
+plotting.save_table(scorecard, "claims_scorecard", figures_dir)
 display(scorecard[COLUMNS].round(3))
 
 # %%
@@ -115,8 +115,8 @@ fig, ax = plt.subplots(figsize=(9, 0.32 * len(shown) + 1.5))
 y = np.arange(len(shown))[::-1]
 for yy, r in zip(y, shown.itertuples()):
     color = colors.get(r.verdict, "0.5")
-    ax.errorbar(r.excess, yy, xerr=[[r.excess - r.ci_low], [r.ci_high - r.excess]], fmt="o", color=color, ms=4,
-                capsize=2)
+    ax.hlines(yy, r.ci_low, r.ci_high, color=color, lw=1.2)  # the interval (a percentile bootstrap: it
+    ax.plot(r.excess, yy, "o", color=color, ms=4)           # need not be centred on the point estimate)
     ax.annotate(f"{r.verdict} ({r.seeds_holding}/{r.n_seeds})", (max(r.ci_high, r.excess), yy), xytext=(4, 0),
                 textcoords="offset points", va="center", fontsize=6, color=color)
 ax.axvline(0, color="k", lw=0.8)

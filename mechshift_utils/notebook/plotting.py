@@ -36,6 +36,15 @@ def save_figure(fig, data: pd.DataFrame, name: str, figures_dir) -> dict[str, Pa
     return paths
 
 
+def save_table(data: pd.DataFrame, name: str, figures_dir) -> Path:
+    """Write a table without a figure (``name``.csv) into ``figures_dir``; returns its path."""
+    out = Path(figures_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.csv"
+    data.to_csv(path, index=False)
+    return path
+
+
 SUPPORTS, OPPOSES = "#1f77b4", "#d62728"  # edge colours of a circuit drawing
 
 
