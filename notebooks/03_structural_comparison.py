@@ -77,7 +77,7 @@ from mechshift_utils import tasks
 from mechshift_utils.analysis.circuit_stats import CircuitStats, seed_statistics
 from mechshift_utils.analysis.circuits import k_sweep, minimal_circuit
 from mechshift_utils.analysis.comparison import early_layer_count
-from mechshift_utils.analysis.scorecard import VerdictRule, scorecard_row
+from mechshift_utils.analysis.scorecard import VerdictRule, scorecard_row, unreferenced_row
 from mechshift_utils.analysis.seeds import seed_bootstrap
 from mechshift_utils.attribution.regions import REGIONS, region_shares
 from mechshift_utils.attribution.tracing import (circuit_size, exact_edges_traced, pool_data, resolve_batch_size,
@@ -377,17 +377,21 @@ def claim_rows(scores_by_seed, k, label=""):
                       ("claim 2", "early-layer share without m0", "effect", 1)]
         for claim, key, kind, direction in wanted:
             cols = {n: f"{key}|{n}" for n in models}
-            ps = pd.DataFrame({"mdm": per_seed[cols["mdm"]], "null": per_seed[cols["arm_continued"]]})
-            dr = pd.DataFrame({"mdm": draws[cols["mdm"]], "null": draws[cols["arm_continued"]]})
             extra = {f"{n}_minus_arm": float(per_seed[c].mean()) for n, c in cols.items()
                      if n not in ("arm", "mdm", "arm_continued")}
+            if "arm_continued" not in cols:  # a real pair: the MDM's change, but no null to read it against
+                ps, dr = pd.DataFrame({"mdm": per_seed[cols["mdm"]]}), pd.DataFrame({"mdm": draws[cols["mdm"]]})
+                out.append(unreferenced_row(claim + label, t, regime[t], key, ps, dr, rule, {"k": k, **extra}))
+                continue
+            ps = pd.DataFrame({"mdm": per_seed[cols["mdm"]], "null": per_seed[cols["arm_continued"]]})
+            dr = pd.DataFrame({"mdm": draws[cols["mdm"]], "null": draws[cols["arm_continued"]]})
             out.append(scorecard_row(claim + label, t, regime[t], key, ps, dr, kind, rule, direction,
                                      {"k": k, **extra}))
     return pd.DataFrame(out)
 
 
 eapig_scores = {s: {t: per_example(s, t) for t in core} for s in exp.seeds}
-rows_12 = claim_rows(eapig_scores, K) if "arm_continued" in exp.model_names() else pd.DataFrame()
+rows_12 = claim_rows(eapig_scores, K)
 if len(rows_12):
     display(rows_12[["claim", "task", "statistic", "mdm_minus_arm", "null_minus_arm", "excess", "ci_low", "ci_high",
                      "n_seeds", "seeds_holding", "verdict"]].round(3))

@@ -70,7 +70,7 @@ from mechshift_utils import tasks
 from mechshift_utils.analysis.ablations import ablate_components, matched_groups
 from mechshift_utils.analysis.circuit_stats import CircuitStats
 from mechshift_utils.analysis.comparison import early_layer_count
-from mechshift_utils.analysis.scorecard import VerdictRule, scorecard_row
+from mechshift_utils.analysis.scorecard import VerdictRule, scorecard_row, unreferenced_row
 from mechshift_utils.analysis.seeds import mean_interval, seed_bootstrap
 from mechshift_utils.attribution.tracing import circuit_size, pool_data, resolve_batch_size, trace_models
 from mechshift_utils.core.seeding import stable_seed
@@ -191,26 +191,31 @@ plt.show()
 
 # %%
 score_rows = []
-if "arm_continued" in models_ablated:
-    for ablation in ablations:
-        for t in [t for t in core if regime[t] == tasks.GLOBALLY_CONSTRAINED]:
-            wide = per_example[(per_example.ablation == ablation) & (per_example.task == t)
-                               & per_example.group.isin(["early", "mid/late"])]
-            wide = wide.pivot_table(index=["seed", "example"], columns=["model", "group"], values="drop")
-            diff = {n: wide[(n, "early")] - wide[(n, "mid/late")] for n in models_ablated}
-            per_seed_values = {s: {n: diff[n].loc[s].to_numpy() for n in models_ablated} for s in exp.seeds}
+null = "arm_continued" in models_ablated  # a real pair has no control: its rows carry no verdict
+for ablation in ablations:
+    for t in [t for t in core if regime[t] == tasks.GLOBALLY_CONSTRAINED]:
+        wide = per_example[(per_example.ablation == ablation) & (per_example.task == t)
+                           & per_example.group.isin(["early", "mid/late"])]
+        wide = wide.pivot_table(index=["seed", "example"], columns=["model", "group"], values="drop")
+        diff = {n: wide[(n, "early")] - wide[(n, "mid/late")] for n in models_ablated}
+        per_seed_values = {s: {n: diff[n].loc[s].to_numpy() for n in models_ablated} for s in exp.seeds}
 
-            def stat(s, index):
-                v = per_seed_values[s]
-                pick = slice(None) if index is None else index.numpy()
-                arm = v["arm"][pick].mean()
-                return {"mdm": v["mdm"][pick].mean() - arm, "null": v["arm_continued"][pick].mean() - arm}
+        def stat(s, index):
+            v = per_seed_values[s]
+            pick = slice(None) if index is None else index.numpy()
+            arm = v["arm"][pick].mean()
+            out = {"mdm": v["mdm"][pick].mean() - arm}
+            if null:
+                out["null"] = v["arm_continued"][pick].mean() - arm
+            return out
 
-            per_seed, draws = seed_bootstrap(stat, {s: len(per_seed_values[s]["arm"]) for s in exp.seeds}, n_boot, seed)
-            score_rows.append(scorecard_row("claim 2 (ablation)", t, regime[t],
-                                            f"early minus mid/late drop ({ablation})", per_seed, draws, "effect",
-                                            rule, 1, {"ablation": ablation}))
-    scores = pd.DataFrame(score_rows)
-    plotting.save_table(scores, "04_scorecard_rows", figures_dir)
-    display(scores[["claim", "task", "statistic", "mdm_minus_arm", "null_minus_arm", "excess", "ci_low", "ci_high",
-                    "seeds_holding", "verdict"]].round(3))
+        per_seed, draws = seed_bootstrap(stat, {s: len(per_seed_values[s]["arm"]) for s in exp.seeds}, n_boot, seed)
+        name = f"early minus mid/late drop ({ablation})"
+        score_rows.append(scorecard_row("claim 2 (ablation)", t, regime[t], name, per_seed, draws, "effect", rule,
+                                        1, {"ablation": ablation}) if null else
+                          unreferenced_row("claim 2 (ablation)", t, regime[t], name, per_seed, draws, rule,
+                                           {"ablation": ablation}))
+scores = pd.DataFrame(score_rows)
+plotting.save_table(scores, "04_scorecard_rows", figures_dir)
+display(scores[["claim", "task", "statistic", "mdm_minus_arm", "null_minus_arm", "excess", "ci_low", "ci_high",
+                "seeds_holding", "verdict"]].round(3))

@@ -79,7 +79,7 @@ from mechshift_utils.analysis.comparison import early_layer_count
 from mechshift_utils.analysis.logit_lens import dla_grid, logit_lens, promoted_tokens
 from mechshift_utils.analysis.neurons import (explain_neurons, feature_kind, neuron_attribution, selected_activations,
                                               token_features)
-from mechshift_utils.analysis.scorecard import VerdictRule, scorecard_row
+from mechshift_utils.analysis.scorecard import VerdictRule, scorecard_row, unreferenced_row
 from mechshift_utils.analysis.seeds import mean_interval, seed_bootstrap
 from mechshift_utils.analysis.specialization import alignment_weights, concentration, importance_weights
 from mechshift_utils.analysis.stats import spearman
@@ -255,17 +255,19 @@ for t in tqdm(core, desc="concentration"):
         for row in per_seed[["seed", col]].itertuples(index=False):
             conc_rows.append({"task": t, "regime": regime[t], "weight": weight, "measure": m, "model": n,
                               "seed": row.seed, "value": row[1]})
-    if "arm_continued" in compared:
-        for weight in ("importance", "alignment"):
-            col = {n: f"{weight}/entropy_norm/{n}" for n in compared}
-            ps = pd.DataFrame({"mdm": per_seed[col["mdm"]] - per_seed[col["arm"]],
-                               "null": per_seed[col["arm_continued"]] - per_seed[col["arm"]]})
-            dr = pd.DataFrame({"mdm": draws[col["mdm"]] - draws[col["arm"]],
-                               "null": draws[col["arm_continued"]] - draws[col["arm"]]})
-            extra = {f"{n}_minus_arm": float((per_seed[col[n]] - per_seed[col["arm"]]).mean())
-                     for n in compared if n not in ("arm", "mdm", "arm_continued")}
-            score_rows.append(scorecard_row("claim 3", t, regime[t], f"normalised entropy of {weight}", ps, dr,
-                                            "effect", rule, 1, extra))
+    for weight in ("importance", "alignment"):
+        col = {n: f"{weight}/entropy_norm/{n}" for n in compared}
+        ps = pd.DataFrame({"mdm": per_seed[col["mdm"]] - per_seed[col["arm"]]})
+        dr = pd.DataFrame({"mdm": draws[col["mdm"]] - draws[col["arm"]]})
+        extra = {f"{n}_minus_arm": float((per_seed[col[n]] - per_seed[col["arm"]]).mean())
+                 for n in compared if n not in ("arm", "mdm", "arm_continued")}
+        name = f"normalised entropy of {weight}"
+        if "arm_continued" not in compared:  # a real pair: no null, so no verdict
+            score_rows.append(unreferenced_row("claim 3", t, regime[t], name, ps, dr, rule, extra))
+            continue
+        ps["null"] = per_seed[col["arm_continued"]] - per_seed[col["arm"]]
+        dr["null"] = draws[col["arm_continued"]] - draws[col["arm"]]
+        score_rows.append(scorecard_row("claim 3", t, regime[t], name, ps, dr, "effect", rule, 1, extra))
 conc = pd.DataFrame(conc_rows)
 display(conc[conc.measure.isin(["entropy_norm", "effective_number"])].pivot_table(
     index=["weight", "task"], columns=["measure", "model"], values="value").round(3))

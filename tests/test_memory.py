@@ -205,10 +205,10 @@ def test_scores_vjp_stack_and_saved_tensors_are_the_engines(qwen_and_data, monke
         seen["stack"] = max(seen["stack"], cot.numel() * cot.element_size())
         return real_vjp(norm, x, cot)
 
-    def dot(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats):
+    def dot(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats, *regions):
         tensors = [*x_attn, *[t for layer in g_qkv for t in layer], *x_mlp, *g_mlp, x_final, g_final]
         seen["saved"] = sum(t.numel() * t.element_size() for t in tensors)
-        return real_dot(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats)
+        return real_dot(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats, *regions)
 
     monkeypatch.setattr(runner_module, "norm_vjp", vjp)
     monkeypatch.setattr(runner, "_dot_gradients", dot)
