@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from mechshift_utils.analysis.scorecard import COLUMNS
+from mechshift_utils.analysis.scorecard import COLUMNS, NO_NULL
 from mechshift_utils.core.validation import ParameterError
 from mechshift_utils.notebook import plotting
 from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
@@ -96,7 +96,8 @@ for t, sub in main.groupby("task", sort=False):
                    "statistic": "claim 1-2 verdicts across K and with exact patching", "mdm_minus_arm": np.nan,
                    "null_minus_arm": np.nan, "excess": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                    "n_seeds": int(sub.n_seeds.iloc[0]), "seeds_holding": np.nan,
-                   "verdict": "holds" if not changed else "does not hold: " + "; ".join(changed),
+                   "verdict": NO_NULL if (sub.verdict == NO_NULL).all() else "holds" if not changed
+                   else "does not hold: " + "; ".join(changed),
                    "settings_checked": checks, "settings_changed": len(changed)})
 claim4 = pd.DataFrame(claim4)
 
