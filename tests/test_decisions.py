@@ -51,6 +51,16 @@ def test_matched_groups_hold_the_same_share(graph):
         matched_groups(stats, {"arm": scores}, 6, 2, 4, 0, 0.0)
 
 
+def test_groups_hold_only_nodes_that_can_be_ablated_under_grouped_query_attention():
+    graph = Graph.from_arch(Arch("llama", n_layers=2, n_heads=4, n_kv_heads=1, d_model=8, head_dim=2))
+    stats = CircuitStats(graph)
+    assert any(".kv" in c for c in stats.components), "a key/value head is a component of the importance"
+    scores = torch.rand(graph.valid.shape, generator=torch.Generator().manual_seed(0)) * graph.valid
+    groups = matched_groups(stats, {"arm": scores}, k=20, n_early=1, n_random=8, seed=0)
+    used = {c for comps in groups.components for c in comps}
+    assert used and used <= set(graph.upstream)
+
+
 def test_resample_ablation_takes_another_examples_activations(micro_arm, tokenizer):
     data = encode_examples(tasks.generate("ioi", 6, 0), tokenizer)
     out = ablate_components(micro_arm, data, {"heads": ["a0.h0", "a1.h1"], "none": []}, "resample", batch_size=3)

@@ -74,7 +74,8 @@ def matched_groups(stats, scores: dict[str, torch.Tensor], k: int, n_early: int,
                    match_fraction: float = 0.5, alone: tuple[str, ...] = ("m0",)) -> pd.DataFrame:
     """Fair ablation groups for the models of one seed and task (``scores``: model -> edge scores).
 
-    Per model: its components by importance in the top-``k`` circuit (heads and MLPs; the ones in
+    Per model: its components by importance in the top-``k`` circuit (heads and MLPs, the upstream
+    nodes; a grouped-query key/value head is not one, as it cannot be ablated alone; the ones in
     ``alone`` are left out of the groups and ablated on their own). "early" (layers below ``n_early``)
     and "mid/late" take the most important components of their layers until each holds the same share
     of the model's importance: ``match_fraction`` of the smaller of the two layer ranges' totals, so
@@ -85,11 +86,15 @@ def matched_groups(stats, scores: dict[str, torch.Tensor], k: int, n_early: int,
     if not 0 < match_fraction <= 1:
         raise ParameterError(f"match_fraction: expected a number in (0, 1], got {match_fraction!r}")
     check_positive_int("n_random", n_random)
-    comps = [stats.components[i] for i in stats.model_components]
+    # heads and MLPs that can be ablated: upstream nodes (under grouped-query attention a key/value
+    # head is a component of the importance, but not a node whose output can be replaced)
+    upstream = set(stats.graph.upstream)
+    keep = [i for i in stats.model_components if stats.components[i] in upstream]
+    comps = [stats.components[i] for i in keep]
     layers = {c: layer_of(c) for c in comps}
     rows, early_sizes, shares = [], [], {}
     for name, sc in scores.items():
-        imp = stats.importance(sc, k)[0, stats.model_components]
+        imp = stats.importance(sc, k)[0, keep]
         share = imp / imp.sum() if imp.sum() > 0 else imp
         shares[name] = dict(zip(comps, share.tolist()))
         ranked = [comps[i] for i in torch.argsort(-share, stable=True).tolist()]
