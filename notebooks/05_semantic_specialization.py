@@ -81,7 +81,8 @@ from mechshift_utils.analysis.neurons import (explain_neurons, feature_kind, neu
                                               token_features)
 from mechshift_utils.analysis.scorecard import VerdictRule, scorecard_row, unreferenced_row
 from mechshift_utils.analysis.seeds import mean_interval, seed_bootstrap
-from mechshift_utils.analysis.specialization import alignment_weights, concentration, importance_weights
+from mechshift_utils.analysis.specialization import (alignment_weights, concentration, importance_weights,
+                                                      model_components)
 from mechshift_utils.analysis.stats import spearman
 from mechshift_utils.attribution.tracing import circuit_size, pool_data, resolve_batch_size, trace_models
 from mechshift_utils.core.validation import check_non_negative_int, check_positive_int
@@ -182,7 +183,7 @@ lens_rows = []
 for t in tqdm(core, desc="promoted tokens"):
     for n in ("arm", "mdm"):
         weights = pd.Series(importance_weights(graph, att[(s0, n, t)].edge_scores, K).numpy(),
-                            index=[stats.components[i] for i in stats.model_components])
+                            index=model_components(graph))
         top = [c for c in weights.sort_values(ascending=False, kind="stable").index if weights[c] > 0][:n_lens_components]
         if not top:
             continue
