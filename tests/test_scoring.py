@@ -118,3 +118,10 @@ def test_logit_difference_at_the_first_slot(micro_arm):
         full = micro_arm(input_ids=x).logits
     want = torch.stack([full[0, 5, 11] - full[0, 5, 20], full[1, 8, 12] - full[1, 8, 21]])
     assert torch.allclose(logit_difference(micro_arm, x, slots, correct, counter), want, atol=1e-6)
+
+
+def test_predictions_past_the_tokenizer_are_written_by_id(tokenizer):
+    from mechshift_utils.evaluation.scoring import token_text
+
+    n = len(tokenizer)
+    assert token_text(tokenizer, [tokenizer.convert_tokens_to_ids("[MASK]"), n + 3]) == f"[MASK] <{n + 3}>"

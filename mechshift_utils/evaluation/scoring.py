@@ -102,6 +102,12 @@ def is_correct(predictions: torch.Tensor, valid_ids: list[set[tuple[int, ...]]])
     return torch.tensor([tuple(p) in v for p, v in zip(predictions.tolist(), valid_ids)])
 
 
+def token_text(tokenizer, ids: list[int]) -> str:
+    """Tokens as text, an id the tokenizer has no token for (an embedding row past its vocabulary,
+    as Qwen2.5's and Dream's have) written ``<id>``."""
+    return " ".join(t if t is not None else f"<{i}>" for i, t in zip(ids, tokenizer.convert_ids_to_tokens(ids)))
+
+
 def score_models(models: dict, decodings: dict, data: EncodedTask, tokenizer=None, shift: bool = True,
                  batch_size: int = 256) -> pd.DataFrame:
     """Per example and model (``models``: name -> model, ``decodings``: name -> Decoding): the decoded
@@ -117,8 +123,7 @@ def score_models(models: dict, decodings: dict, data: EncodedTask, tokenizer=Non
                                       data.counterfactual_ids, shift)
         for i in range(len(data)):
             rows.append({"task": data.task, "regime": data.regime, "model": name, "example": i,
-                         "prediction": (" ".join(tokenizer.convert_ids_to_tokens(pred[i].tolist()))
-                                        if tokenizer is not None else ""),
+                         "prediction": token_text(tokenizer, pred[i].tolist()) if tokenizer is not None else "",
                          "correct": bool(right[i]), "logit_diff": float(ld[i]),
                          "logit_diff_corrupted": float(ld_corrupt[i])})
     return pd.DataFrame(rows)
