@@ -250,9 +250,8 @@ for ax, split in zip(axes[:, 0], splits):
     ax.scatter(range(len(task_names)), ch, marker="_", s=600, color="0.3", zorder=4, label="chance")
     ax.set_xticks(range(len(task_names)), [t.replace("_", " ") for t in task_names], fontsize=8)
     ax.set(ylabel="accuracy", ylim=(0, 1.05), title=f"{split} examples ({len(exp.seeds)} seeds; points: seeds)")
-handles, labels = axes[0, 0].get_legend_handles_labels()
-fig.tight_layout(rect=(0, 0, 1, 0.94))
-fig.legend(handles, labels, fontsize=7, ncol=len(labels), loc="upper center", frameon=False)
+axes[0, 0].legend(fontsize=7, ncol=4, loc="lower left")
+fig.tight_layout()
 plotting.save_figure(fig, accuracy, "01_accuracy", figures_dir)
 plt.show()
 
