@@ -250,8 +250,7 @@ for ax, split in zip(axes[:, 0], splits):
     ax.scatter(range(len(task_names)), ch, marker="_", s=600, color="0.3", zorder=4, label="chance")
     ax.set_xticks(range(len(task_names)), [t.replace("_", " ") for t in task_names], fontsize=8)
     ax.set(ylabel="accuracy", ylim=(0, 1.05), title=f"{split} examples ({len(exp.seeds)} seeds; points: seeds)")
-axes[0, 0].legend(fontsize=7, ncol=4, loc="lower left")
-fig.tight_layout()
+plotting.legend_below(fig, axes[0, 0], height=0.05)
 plotting.save_figure(fig, accuracy, "01_accuracy", figures_dir)
 plt.show()
 
@@ -326,7 +325,7 @@ if exp.embedded:
         data = {t: d.subset(range(min(n_eval_curve, len(d)))) for t, d in eval_data[r.seed].items()}
         for name in DENSE:
             curve = accuracy_along_post_training(r.checkpoints[name], data, exp.decoding(name), exp.pair.device,
-                                                 exp.pair.shift, progress=False)
+                                                 exp.pair.shift, progress=False, cache_dir=r.run_dir / "curves")
             curve_rows.append(curve.assign(seed=r.seed, model=name))
     curves = pd.concat(curve_rows, ignore_index=True)
     fig, axes = plt.subplots(1, len(task_names), figsize=(3.0 * len(task_names), 3.2), sharey=True)

@@ -63,6 +63,8 @@ level = 0.95  # of the intervals
 min_seed_fraction = 0.67  # share of seeds whose own excess must agree with a verdict
 equivalence_margin = 0.1  # claim 1: how much more than the null the MDM's circuit may change
 robustness_k_fractions = [0.05, 0.2]  # claim 4: the verdicts recomputed at these circuit sizes
+n_resampled = 100  # claim 4: examples per task and seed in a second pool of fresh prompts (0: none)
+resample_stream = 7919  # claim 4: the second pool's prompts come from held-out stream seed + this
 n_exact = 64  # must match notebook 02: the examples its exact edge patching used (0: no exact verdicts)
 
 # %%
@@ -83,6 +85,7 @@ from mechshift_utils.attribution.regions import REGIONS, region_shares
 from mechshift_utils.attribution.tracing import (circuit_size, exact_edges_traced, pool_data, resolve_batch_size,
                                                  trace_models)
 from mechshift_utils.core.validation import check_non_negative_int, check_positive_int
+from mechshift_utils.evaluation.accuracy import eval_sets, evaluate_models, pool_indices
 from mechshift_utils.notebook import plotting
 from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
 from mechshift_utils.notebook.pipeline import prepare_experiment
@@ -92,9 +95,12 @@ params = NotebookParams(model_pair, seed, device, smoke, dtype, device_map, seed
 figures_dir = figures_dir_for(figures_dir, smoke)  # smoke runs leave the committed figures alone
 if smoke:
     pool_limit, ig_steps, n_boot, n_exact = min(pool_limit, 8), min(ig_steps, 2), min(n_boot, 10), min(n_exact, 4)
-for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit), ("n_boot", n_boot)):
+    n_resampled = min(n_resampled, 8)
+for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit), ("n_boot", n_boot),
+                    ("resample_stream", resample_stream)):
     check_positive_int(name, value)
 check_non_negative_int("n_exact", n_exact)
+check_non_negative_int("n_resampled", n_resampled)
 rule = VerdictRule(level, min_seed_fraction, equivalence_margin).validate()
 plotting.use_style()
 exp = prepare_experiment(params, artifacts_dir)
@@ -168,8 +174,7 @@ for ax, t in zip(axes[0], core):
     ax.set(xscale="log", title=f"{t.replace('_', ' ')}\n({regime[t]})", xlabel="fraction of edges (K / all)",
            ylim=(0, 1.02))
 axes[0, 0].set_ylabel("Jaccard with the ARM's top-K")
-axes[0, -1].legend(fontsize=6, loc="lower right")
-fig.tight_layout()
+plotting.legend_below(fig, axes[0, -1], height=0.12)
 plotting.save_figure(fig, overlap, "03_jaccard_vs_k", figures_dir)
 plt.show()
 at_k = overlap[overlap.k == K].pivot_table(index="task", columns="model", values="jaccard").reindex(core)
@@ -331,9 +336,8 @@ for ax, t in zip(axes[0], task_names):
                   fontsize=7, rotation=20)
     ax.set_title(t.replace("_", " "), fontsize=9)
 axes[0, 0].set_ylabel("share of |attribution| by source position")
-axes[0, -1].legend(fontsize=7, loc="lower right")
 fig.suptitle("Where the attributed information sits (mean over seeds)", fontsize=10)
-fig.tight_layout()
+plotting.legend_below(fig, axes[0, -1], height=0.1)
 plotting.save_figure(fig, positions, "03_position_shares", figures_dir)
 plt.show()
 display(positions[positions.region == "suffix"].pivot_table(index="task", columns="model", values="share",
@@ -433,6 +437,30 @@ if len(rows_12):
     for frac in robustness_k_fractions:
         k = max(1, round(frac * graph.n_edges))
         robust.append(claim_rows(eapig_scores, k).assign(setting=f"K = {k} ({frac:.0%} of edges)"))
+    if n_resampled and exp.embedded:
+        # fresh prompts: the same held-out entities, another stream of examples; the pool is again the
+        # examples both the ARM and the MDM answer, traced for the models the rows need
+        resampled, names_r, sizes = {}, ["arm", "mdm", "arm_continued"], {}
+        for s in tqdm(exp.seeds, desc="second pool (claim 4)"):
+            models_r = exp.models(s, names_r)
+            data = eval_sets(exp.tokenizer, 2 * n_resampled, s + resample_stream, core,
+                             mask_token_id=exp.pair.mask_token_id)
+            scored, _ = evaluate_models({n: models_r[n] for n in ("arm", "mdm")},
+                                        {n: exp.decoding(n) for n in ("arm", "mdm")}, data, exp.tokenizer,
+                                        exp.pair.shift, progress=False)
+            second = {t: data[t].subset(pool_indices(scored, data[t], n_resampled)) for t in core}
+            sizes[s] = {t: len(d) for t, d in second.items()}
+            if min(sizes[s].values()) < 2:
+                continue
+            label = f"resampled{resample_stream}"
+            traced_r = trace_models(models_r, exp.run_dir(s), {f"{t}@{label}": d for t, d in second.items()},
+                                    shift=exp.pair.shift, ig_steps=ig_steps, batch_size=batch_size, progress=False)
+            resampled[s] = {t: {n: traced_r[(n, f"{t}@{label}")].per_example for n in names_r} for t in core}
+        print(f"second pool sizes (of {2 * n_resampled} fresh held-out prompts per task and seed): {sizes}")
+        if len(resampled) < len(exp.seeds):  # barely trained models (smoke runs)
+            print("a second pool has fewer than 2 examples: no verdicts from it")
+        else:
+            robust.append(claim_rows(resampled, K).assign(setting=f"second pool (K = {K}, fresh prompts)"))
     robust = pd.concat([rows_12.assign(setting=f"K = {K} (main)"), *robust], ignore_index=True)
     table = robust.pivot_table(index=["task", "statistic"], columns="setting", values="verdict", aggfunc="first")
     display(table)

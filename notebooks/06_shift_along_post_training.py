@@ -106,7 +106,7 @@ for s in tqdm(exp.seeds, desc="accuracy"):
             eval_sets(exp.tokenizer, n_eval_curve, s, task_names).items()}
     for name in DENSE:
         curve = accuracy_along_post_training(runs[s].checkpoints[name], data, exp.decoding(name), exp.pair.device,
-                                             exp.pair.shift, progress=False)
+                                             exp.pair.shift, progress=False, cache_dir=exp.run_dir(s) / "curves")
         curve_rows.append(curve.assign(seed=s, model=name))
 behaviour = pd.concat(curve_rows, ignore_index=True)
 

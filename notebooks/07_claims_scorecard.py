@@ -27,7 +27,8 @@
 # seeds agreeing (reversed: the same the other way; otherwise not distinguishable from the
 # null); a claim that the MDM *keeps* something holds when the excess change stays below the
 # equivalence margin. Claim 4 (robustness) holds for a task when every verdict of claims 1-2
-# keeps its direction at other circuit sizes and when computed from exact edge patching.
+# keeps its direction at other circuit sizes, on a second pool of fresh prompts (notebook 03)
+# and when computed from exact edge patching.
 
 # %% tags=["parameters"]
 model_pair = "embedded"

@@ -8,7 +8,7 @@ from mechshift_utils.models.arch import arch_of
 from mechshift_utils.attribution.engine import attribute
 from mechshift_utils.attribution.runner import norm_vjp
 from mechshift_utils.analysis.ablations import ablate_components
-from mechshift_utils.analysis.circuits import faithfulness_curve
+from mechshift_utils.analysis.circuits import FaithfulnessProbe, faithfulness_curve, minimal_circuit
 from mechshift_utils.models.embedded import ArmConfig, new_arm
 from mechshift_utils.attribution.graph import Graph
 from mechshift_utils.models import set_bidirectional
@@ -126,6 +126,29 @@ def test_faithfulness_end_points(micro_arm, ioi):
     # (m(full) - m(corrupt) is about 4e-4 here), so the end points are within ~1e-4, not 1e-7
     assert curve.faithfulness.iloc[0] == pytest.approx(0.0, abs=2e-4)
     assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=2e-4)
+
+
+def test_faithfulness_probe_reuses_its_ablated_runs(micro_arm, ioi):
+    """The probe behind minimal_circuit keeps the ablated runs between calls: the same numbers as
+    faithfulness_curve, call after call, cached or not; and the minimal circuit it finds reaches its
+    level while one edge fewer does not."""
+    res = attribute(micro_arm, ioi, method="eap-ig", ablation="mean", ig_steps=2, progress=False)
+    ks = [1, 7, 30]
+    reference = faithfulness_curve(micro_arm, ioi, res, ks, batch_size=5, progress=False)
+    probe = FaithfulnessProbe(micro_arm, ioi, res, batch_size=5)
+    first, again = probe.curve(ks), probe.curve(ks[::-1])
+    assert probe._ablated is not None and len(probe._ablated) == len(probe.batches)
+    uncached = FaithfulnessProbe(micro_arm, ioi, res, batch_size=5, cache_bytes=0)
+    assert uncached.curve(ks).faithfulness.tolist() == uncached.curve(ks).faithfulness.tolist()
+    assert uncached._ablated is None
+    for other in (first, again.iloc[::-1].reset_index(drop=True), uncached.curve(ks)):
+        assert other.faithfulness.to_numpy() == pytest.approx(reference.faithfulness.to_numpy(), abs=1e-6)
+    level = float(reference.faithfulness.iloc[1])  # reached at k = 7 by construction
+    found, curve = minimal_circuit(micro_arm, ioi, res, levels=(level,), batch_size=5)
+    k = found[level]
+    assert k is not None and k <= 7
+    at = curve.set_index("k").faithfulness
+    assert at[k] >= level and (k - 1 not in at.index or at[k - 1] < level)
 
 
 def test_ablating_components(micro_arm, ioi):

@@ -4,6 +4,7 @@ import json
 import shutil
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -92,6 +93,29 @@ def test_models_by_name(run):
         model_folder(runs, 0, "mdm_bidirectional")
     models = load_models(runs, 0, ["arm", "mdm_causal@10"])
     assert not is_bidirectional(models["mdm_causal@10"])
+
+
+def test_curves_along_post_training_are_cached(run, tmp_path, monkeypatch):
+    """Notebooks 01 and 06 score the same checkpoints on the same examples: the second call reads the
+    first's table; other examples are scored afresh."""
+    from mechshift_utils.evaluation import accuracy as acc
+    from mechshift_utils.evaluation.accuracy import accuracy_along_post_training, eval_sets
+
+    pair = load_pair("embedded", checkpoint_dir=run.run_dir, device="cpu")
+    data = eval_sets(pair.tokenizer, 6, 0, ["ioi", "greater_than"])
+    first = accuracy_along_post_training(run.checkpoints["mdm"], data, decoding_for("mdm"), progress=False,
+                                         cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("curve-*.csv"))) == 1
+    calls = []
+    monkeypatch.setattr(acc, "_along_post_training", lambda *a: calls.append(a) or first.iloc[:0])
+    again = accuracy_along_post_training(run.checkpoints["mdm"], data, decoding_for("mdm"), progress=False,
+                                         cache_dir=tmp_path)
+    assert not calls
+    pd.testing.assert_frame_equal(again, first, check_exact=True)
+    other = eval_sets(pair.tokenizer, 6, 1, ["ioi", "greater_than"])
+    accuracy_along_post_training(run.checkpoints["mdm"], other, decoding_for("mdm"), progress=False, cache_dir=tmp_path)
+    accuracy_along_post_training(run.checkpoints["mdm"], data, decoding_for("arm"), progress=False, cache_dir=tmp_path)
+    assert len(calls) == 2
 
 
 def test_reuse_and_keys(run):

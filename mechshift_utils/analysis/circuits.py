@@ -23,36 +23,71 @@ def k_sweep(n_edges: int, fractions=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
     return ks
 
 
+class FaithfulnessProbe:
+    """Faithfulness of top-k circuits of one attribution on one task's data, for any k, many times.
+
+    The clean and fully ablated runs of every batch are made once; each k then costs one patched
+    forward pass per batch. The ablated activations are kept between calls when they fit in
+    ``cache_bytes`` (a search over k, as :func:`minimal_circuit`'s, then runs no pass twice), and
+    made again per call otherwise (a real pair's pool).
+    """
+
+    def __init__(self, model, data: EncodedTask, attribution: Attribution, metric: Metric | None = None,
+                 batch_size: int = 64, shift: bool = True, cache_bytes: int = 2 ** 30):
+        self.runner = runner_for(model, shift)
+        self.graph = self.runner.graph
+        self.data, self.attribution = data, attribution
+        self.metric = metric or logit_diff(data)
+        self.batches = batch_indices(len(data), batch_size)
+        self.mean_acts = (mean_activations(self.runner, data, self.batches) if attribution.ablation == "mean"
+                          else None)
+        self.read_all = read_out_positions(data, shift)
+        self.cache_bytes = cache_bytes
+        self._ablated: list | None = None
+        self.m_full = self.m_abl = None
+
+    def _batches(self):
+        """(indices, read positions, ablated activations) per batch; the metric totals on the way."""
+        if self._ablated is not None:
+            yield from self._ablated
+            return
+        kept, size, m_full, m_abl = [], 0, 0.0, 0.0
+        for idx in self.batches:
+            read = self.read_all[idx]
+            _, abl, m_c, m_a = ablated_batch(self.runner, self.data, idx, read, self.attribution.ablation,
+                                             self.mean_acts, self.metric)
+            m_full, m_abl = m_full + float(m_c.sum()), m_abl + float(m_a.sum())
+            size += abl.numel() * abl.element_size()
+            if kept is not None and size <= self.cache_bytes:
+                kept.append((idx, read, abl))
+            else:
+                kept = None
+            yield idx, read, abl
+        self.m_full, self.m_abl = m_full / len(self.data), m_abl / len(self.data)
+        self._ablated = kept
+
+    def curve(self, ks, progress: bool = False) -> pd.DataFrame:
+        """Faithfulness of the top-k circuit for each k in ``ks``."""
+        g, scores = self.graph, self.attribution.edge_scores
+        patches = {k: g.valid & ~g.top_edges(scores, k) for k in ks}  # validates every k before any work
+        sums = {k: 0.0 for k in ks}
+        bar = tqdm(total=len(self.batches) * len(ks), desc="faithfulness", disable=not progress, mininterval=2.0)
+        for idx, read, abl in self._batches():
+            for k in ks:
+                sums[k] += float(self.runner.patched_metric(self.data.clean_ids[idx], read, idx, self.metric, abl,
+                                                            patches[k]).sum())
+                bar.update(1)
+        bar.close()
+        n = len(self.data)
+        return pd.DataFrame([{"k": k, "fraction": k / g.n_edges, "metric": sums[k] / n, "metric_full": self.m_full,
+                              "metric_ablated": self.m_abl,
+                              "faithfulness": (sums[k] / n - self.m_abl) / (self.m_full - self.m_abl)} for k in ks])
+
+
 def faithfulness_curve(model, data: EncodedTask, attribution: Attribution, ks, metric: Metric | None = None,
                        batch_size: int = 64, shift: bool = True, progress: bool = True) -> pd.DataFrame:
     """Faithfulness of the top-k circuit for each k, with the attribution's ablation kind."""
-    runner = runner_for(model, shift)
-    g = runner.graph
-    for k in ks:
-        g.top_edges(attribution.edge_scores, k)  # validates k before any work
-    metric = metric or logit_diff(data)
-    batches = batch_indices(len(data), batch_size)
-    mean_acts = mean_activations(runner, data, batches) if attribution.ablation == "mean" else None
-    read_all = read_out_positions(data, shift)
-    sums = {k: 0.0 for k in ks}
-    m_full = m_abl = 0.0
-    bar = tqdm(total=len(batches) * len(ks), desc="faithfulness", disable=not progress, mininterval=2.0)
-    for idx in batches:
-        read = read_all[idx]
-        _, abl, m_c, m_a = ablated_batch(runner, data, idx, read, attribution.ablation, mean_acts, metric)
-        m_full += float(m_c.sum())
-        m_abl += float(m_a.sum())
-        for k in ks:
-            patch = g.valid & ~g.top_edges(attribution.edge_scores, k)
-            sums[k] += float(runner.patched_metric(data.clean_ids[idx], read, idx, metric, abl, patch).sum())
-            bar.update(1)
-    bar.close()
-    n = len(data)
-    m_full, m_abl = m_full / n, m_abl / n
-    rows = [{"k": k, "fraction": k / g.n_edges, "metric": sums[k] / n, "metric_full": m_full,
-             "metric_ablated": m_abl, "faithfulness": (sums[k] / n - m_abl) / (m_full - m_abl)}
-            for k in ks]
-    return pd.DataFrame(rows)
+    return FaithfulnessProbe(model, data, attribution, metric, batch_size, shift, cache_bytes=0).curve(ks, progress)
 
 
 def curve_area(curve: pd.DataFrame) -> float:
@@ -73,8 +108,8 @@ def minimal_circuit(model, data: EncodedTask, attribution: Attribution, levels=(
     was read from: faithfulness on a log-spaced grid of k, then bisection between the last k below a
     level and the first at or above it (faithfulness is taken as increasing in k between them)."""
     n = attribution.graph.n_edges
-    curve = faithfulness_curve(model, data, attribution, log_k_grid(n, points), batch_size=batch_size, shift=shift,
-                               progress=False)
+    probe = FaithfulnessProbe(model, data, attribution, batch_size=batch_size, shift=shift)
+    curve = probe.curve(log_k_grid(n, points))
     found = {}
     for level in levels:
         above = curve[curve.faithfulness >= level]
@@ -86,8 +121,7 @@ def minimal_circuit(model, data: EncodedTask, attribution: Attribution, levels=(
         lo = int(below.k.iloc[-1]) if len(below) else 0
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            point = faithfulness_curve(model, data, attribution, [mid], batch_size=batch_size, shift=shift,
-                                       progress=False)
+            point = probe.curve([mid])
             curve = pd.concat([curve, point], ignore_index=True)
             lo, hi = (lo, mid) if point.faithfulness.iloc[0] >= level else (mid, hi)
         found[level] = hi

@@ -3,6 +3,7 @@ examples and along post-training, the effects of each corruption, and the pools 
 traced on."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import torch
 from tqdm import tqdm  # text bars: visible in run_all.sh logs and in JupyterLab alike
 
 from .. import tasks as task_lib
+from ..core.files import file_problem, write_with
 from ..core.validation import ParameterError, check_non_negative_int, check_positive_int
 from ..models import ModelPair, load_checkpoint
 from ..tasks import EVAL_STREAM, HELDOUT, EncodedTask, encode_for, encode_words, task_examples
@@ -91,12 +93,44 @@ def build_pools(scores: pd.DataFrame, data: dict[str, EncodedTask], out_dir, max
     return pd.DataFrame(rows)
 
 
+def _curve_key(checkpoints: dict[int, Path], data: dict[str, EncodedTask], decoding, shift: bool) -> str:
+    """What a curve depends on: the checkpoints (their weights' files), the examples, the decoding."""
+    digest = hashlib.sha256(repr((sorted((k, str(Path(p).resolve())) for k, p in checkpoints.items()),
+                                  decoding, shift)).encode())
+    for step, path in sorted(checkpoints.items()):
+        for f in sorted(Path(path).glob("*.safetensors")):
+            digest.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    for name, d in data.items():
+        digest.update(name.encode())
+        for t in (d.clean_ids, d.corrupted_ids, d.answer_positions, d.correct_ids, d.counterfactual_ids):
+            digest.update(t.contiguous().numpy().tobytes())
+        digest.update(repr(d.valid_ids).encode())
+    return digest.hexdigest()[:16]
+
+
 def accuracy_along_post_training(checkpoints: dict[int, Path], data: dict[str, EncodedTask], decoding,
-                                 device="cpu", shift: bool = True, progress: bool = True) -> pd.DataFrame:
+                                 device="cpu", shift: bool = True, progress: bool = True,
+                                 cache_dir=None) -> pd.DataFrame:
     """Accuracy and logit differences per task at every checkpoint of one post-training run (each read
-    as it was saved: bidirectional for the MDM, causal for the causal controls)."""
+    as it was saved: bidirectional for the MDM, causal for the causal controls).
+
+    ``cache_dir``: keep the table there (``curve-<key>.csv``, the key a hash of the checkpoints' files,
+    the examples and the decoding) and read it back when the same curve is asked for again (notebooks
+    01 and 06 score the same checkpoints on the same examples)."""
     if not checkpoints:
         raise ParameterError("checkpoints: expected at least one post-training checkpoint, got none")
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"curve-{_curve_key(checkpoints, data, decoding, shift)}.csv"
+        if file_problem(cache) is None:
+            return pd.read_csv(cache)
+    table = _along_post_training(checkpoints, data, decoding, device, shift, progress)
+    if cache is not None:
+        write_with(cache, lambda p: table.to_csv(p, index=False))
+    return table
+
+
+def _along_post_training(checkpoints, data, decoding, device, shift, progress) -> pd.DataFrame:
     rows = []
     for step, path in tqdm(sorted(checkpoints.items()), desc="checkpoints", disable=not progress):
         model = load_checkpoint(path, device)

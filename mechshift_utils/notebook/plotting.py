@@ -98,3 +98,12 @@ def circuit_legend(fig_or_ax, **kwargs):
     handles = [Line2D([0], [0], color=SUPPORTS, lw=2, label="carries the answer (patching it lowers the logit difference)"),
                Line2D([0], [0], color=OPPOSES, lw=2, label="works against it (patching it raises the logit difference)")]
     return fig_or_ax.legend(handles=handles, **kwargs)
+
+
+def legend_below(fig, ax, fontsize=7, ncol=None, height=0.07) -> None:
+    """One legend for the whole figure (the entries of ``ax``), in a band below the panels, where it
+    cannot cover data; lays the figure out around it (call instead of ``fig.tight_layout()``)."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.tight_layout(rect=(0, height, 1, 1))
+    fig.legend(handles, labels, fontsize=fontsize, ncol=ncol or len(labels), loc="lower center",
+               bbox_to_anchor=(0.5, 0.0), frameon=False)
