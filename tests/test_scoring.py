@@ -125,3 +125,19 @@ def test_predictions_past_the_tokenizer_are_written_by_id(tokenizer):
 
     n = len(tokenizer)
     assert token_text(tokenizer, [tokenizer.convert_tokens_to_ids("[MASK]"), n + 3]) == f"[MASK] <{n + 3}>"
+
+
+@pytest.mark.parametrize("order", ["left_to_right", "confidence"])
+def test_scores_read_the_clean_logit_difference_from_the_decoding_pass(micro_arm, tokenizer, order):
+    """score_models takes the clean logit difference from the decoding's first pass: equal to
+    logit_difference's own pass, on one-slot and three-slot tasks, with batches that split the data."""
+    from mechshift_utils.evaluation.scoring import score_models
+
+    for task in ("ioi", "countdown"):
+        data = encode_examples(tasks.generate(task, 10, 0), tokenizer)
+        scores = score_models({"m": micro_arm}, {"m": Decoding(order)}, data, batch_size=4)
+        want = logit_difference(micro_arm, data.clean_ids, data.answer_positions, data.correct_ids,
+                                data.counterfactual_ids)
+        assert torch.allclose(torch.tensor(scores.logit_diff.to_numpy(), dtype=torch.float32), want, atol=1e-5)
+        pred = decode(micro_arm, data.clean_ids, data.answer_positions, Decoding(order), batch_size=4)
+        assert scores.correct.tolist() == is_correct(pred, data.valid_ids).tolist()

@@ -43,34 +43,42 @@ def slot_logits(model, input_ids: torch.Tensor, answer_positions: torch.Tensor, 
 
 @torch.no_grad()
 def decode(model, input_ids: torch.Tensor, answer_positions: torch.Tensor, decoding: Decoding,
-           shift: bool = True, batch_size: int = 256) -> torch.Tensor:
+           shift: bool = True, batch_size: int = 256, return_first: bool = False):
     """Fill the answer slots; returns the predicted token ids, shape [batch, slots].
 
     ``left_to_right`` writes one slot per step in order (the ARM's way);
     ``confidence`` unmasks, over ``decoding.steps`` steps, the still-masked slots
     with the highest max-probability first (the MDM's way).
+    ``return_first``: also return the logits at the first slot before anything is filled in
+    ([batch, vocab], from the decoding's own first pass: what :func:`logit_difference` reads).
     """
     if decoding.order not in DECODING_ORDERS:
         raise ParameterError(f"decoding.order: expected one of {list(DECODING_ORDERS)}, got {decoding.order!r}")
     check_positive_int("batch_size", batch_size)
-    out = []
+    out, firsts = [], []
     for start in range(0, input_ids.shape[0], batch_size):
         ids = input_ids[start:start + batch_size].clone()
         pos = answer_positions[start:start + batch_size]
-        out.append(_decode_batch(model, ids, pos, decoding, shift))
-    return torch.cat(out)
+        pred, first = _decode_batch(model, ids, pos, decoding, shift)
+        out.append(pred)
+        firsts.append(first)
+    return (torch.cat(out), torch.cat(firsts)) if return_first else torch.cat(out)
 
 
 def _decode_batch(model, ids, pos, decoding, shift):
+    """(predictions, the first slot's logits on the unfilled sequences)."""
     n, n_slots = pos.shape
     pred = torch.full((n, n_slots), -1, dtype=torch.long)
     rows = torch.arange(n)
+    first = None
     if decoding.order == "left_to_right":
         for s in range(n_slots):
-            token = slot_logits(model, ids, pos[:, s:s + 1], shift)[:, 0].argmax(-1)
+            logits = slot_logits(model, ids, pos[:, s:s + 1], shift)[:, 0]
+            first = logits if s == 0 else first
+            token = logits.argmax(-1)
             pred[:, s] = token
             ids[rows, pos[:, s]] = token
-        return pred
+        return pred, first
     steps = decoding.steps or n_slots
     check_positive_int("decoding.steps", steps)
     open_ = torch.ones(n, n_slots, dtype=torch.bool)
@@ -80,6 +88,7 @@ def _decode_batch(model, ids, pos, decoding, shift):
             break
         take = math.ceil(remaining / (steps - k))
         logits = slot_logits(model, ids, pos, shift)
+        first = logits[:, 0] if k == 0 else first
         conf, token = logits.softmax(-1).max(-1)
         conf = conf.masked_fill(~open_, -1.0)
         chosen = conf.topk(take, dim=1).indices
@@ -88,7 +97,7 @@ def _decode_batch(model, ids, pos, decoding, shift):
             pred[rows, s] = token[rows, s]
             ids[rows, pos[rows, s]] = token[rows, s]
             open_[rows, s] = False
-    return pred
+    return pred, first
 
 
 @torch.no_grad()
@@ -115,10 +124,11 @@ def score_models(models: dict, decodings: dict, data: EncodedTask, tokenizer=Non
     clean and on the corrupted sequence."""
     rows = []
     for name, model in models.items():
-        pred = decode(model, data.clean_ids, data.answer_positions, decodings[name], shift, batch_size)
+        pred, first = decode(model, data.clean_ids, data.answer_positions, decodings[name], shift, batch_size,
+                             return_first=True)
         right = is_correct(pred, data.valid_ids)
-        ld = logit_difference(model, data.clean_ids, data.answer_positions, data.correct_ids,
-                              data.counterfactual_ids, shift)
+        # the logit difference on the clean sequences, from the decoding's first pass (the same input)
+        ld = (first.gather(1, data.correct_ids[:, :1]) - first.gather(1, data.counterfactual_ids[:, :1]))[:, 0]
         ld_corrupt = logit_difference(model, data.corrupted_ids, data.answer_positions, data.correct_ids,
                                       data.counterfactual_ids, shift)
         for i in range(len(data)):
