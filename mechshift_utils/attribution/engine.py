@@ -102,13 +102,18 @@ class Attribution:
         return folder
 
 
-def mean_activations(runner: ModelRunner, data: EncodedTask, batches) -> torch.Tensor:
-    """Mean over the task data of every node's clean output, per position: [pos, n_up, d_model]."""
+def activation_sum(runner: ModelRunner, data: EncodedTask, batches) -> torch.Tensor:
+    """Sum over the task data of every node's clean output, per position: [pos, n_up, d_model]."""
     total = None
     for idx in batches:
         acts = runner.node_outputs(data.clean_ids[idx]).sum(0)
         total = acts if total is None else total + acts
-    return total / len(data)
+    return total
+
+
+def mean_activations(runner: ModelRunner, data: EncodedTask, batches) -> torch.Tensor:
+    """Mean over the task data of every node's clean output, per position: [pos, n_up, d_model]."""
+    return activation_sum(runner, data, batches) / len(data)
 
 
 def ablated_batch(runner: ModelRunner, data: EncodedTask, idx, read, ablation: str, mean_acts, metric: Metric):
@@ -154,10 +159,21 @@ def check_inputs(data: EncodedTask, method: str, ablation: str, ig_steps: int, b
     read_out_positions(data)
 
 
+def check_arguments(data: EncodedTask, method: str, ablation: str, ig_steps: int, batch_size: int,
+                    ig_rule: str, by_region: bool, ig_batch: int | None) -> None:
+    """Every check of :func:`attribute`'s arguments that needs no model."""
+    check_inputs(data, method, ablation, ig_steps, batch_size, ig_rule)
+    if by_region and method == "exact":
+        raise ParameterError("by_region: position groups are split for eap and eap-ig only; got method 'exact'")
+    if ig_batch is not None:
+        check_positive_int("ig_batch", ig_batch)
+
+
 def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = "patching",
               ig_steps: int = 8, metric: Metric | None = None, batch_size: int = 32, shift: bool = True,
               per_example: bool = False, progress: bool = True, exact_edges: bool = True,
-              ig_batch: int | None = 4, by_region: bool = False, ig_rule: str = "midpoint") -> Attribution:
+              ig_batch: int | None = 4, by_region: bool = False, ig_rule: str = "midpoint",
+              mean_acts: torch.Tensor | None = None) -> Attribution:
     """Score every edge (and node) of the model's graph on the task data; see the module docstring.
 
     ``ig_rule`` (eap-ig): where the ``ig_steps`` points lie on the line from the ablated to the
@@ -174,12 +190,11 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     ``by_region`` (eap and eap-ig): also split every edge's score by the position group of its
     source's activation difference (prefix, read, slot, suffix; see
     mechshift_utils.attribution.regions): one more matrix product per group and destination.
+    ``mean_acts`` (``ablation="mean"`` only): the mean activations [pos, n_up, d_model] to ablate to,
+    instead of the mean over ``data`` (mechshift_utils.attribution.distributed passes the mean over
+    every process's shard).
     """
-    check_inputs(data, method, ablation, ig_steps, batch_size, ig_rule)
-    if by_region and method == "exact":
-        raise ParameterError("by_region: position groups are split for eap and eap-ig only; got method 'exact'")
-    if ig_batch is not None:
-        check_positive_int("ig_batch", ig_batch)
+    check_arguments(data, method, ablation, ig_steps, batch_size, ig_rule, by_region, ig_batch)
     runner = runner_for(model, shift)
     g = runner.graph
     metric = metric or logit_diff(data)
@@ -187,7 +202,14 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     read_all = read_out_positions(data, shift)
     batches = batch_indices(n, batch_size)
 
-    mean_acts = mean_activations(runner, data, batches) if ablation == "mean" else None
+    if mean_acts is not None:
+        want = (data.clean_ids.shape[1], len(g.upstream), runner.arch.d_model)
+        if ablation != "mean" or tuple(mean_acts.shape) != want:
+            raise ParameterError(f"mean_acts: expected a tensor of shape {list(want)} with ablation 'mean', got "
+                                 f"shape {list(mean_acts.shape)} with ablation {ablation!r}")
+        mean_acts = mean_acts.to(runner.device)
+    elif ablation == "mean":
+        mean_acts = mean_activations(runner, data, batches)
 
     valid = g.valid.to(runner.device)
     edge_sum = torch.zeros(len(g.upstream), len(g.downstream), device=runner.device)
