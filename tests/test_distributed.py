@@ -2,6 +2,7 @@
 give every rank the result of one process, in the examples' order, for every method and ablation."""
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -30,6 +31,17 @@ def weighted(data):
     """A metric that depends on the example's index in the whole data (each shard must pass it on)."""
     base = logit_diff(data)
     return lambda logits, index: base(logits, index) * (1.0 + index.to(logits.device).float())
+
+
+def failing(data):
+    base = logit_diff(data)
+
+    def metric(logits, index):
+        if (index >= len(data) // 2).any():
+            raise ValueError("boom on the second half")
+        return base(logits, index)
+
+    return metric
 
 
 def cases(data):
@@ -64,6 +76,10 @@ def worker(rank, port, folder):
             attribute_distributed(model, mine, method="eap", progress=False)
         except Exception as err:  # noqa: BLE001 - its type and message are checked by the test
             out["mismatch"] = f"{type(err).__name__}: {err}"
+        try:  # the second shard's examples fail: that rank raises, the other stops too instead of waiting
+            attribute_distributed(model, data, method="eap", metric=failing(data), progress=False)
+        except Exception as err:  # noqa: BLE001
+            out["failure"] = f"{type(err).__name__}: {err}"
         torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -80,7 +96,13 @@ def gathered(tmp_path_factory):
     import torch.multiprocessing as mp
 
     folder = tmp_path_factory.mktemp("ranks")
-    mp.spawn(worker, args=(free_port(), str(folder)), nprocs=WORLD, join=True)
+    ranks = mp.spawn(worker, args=(free_port(), str(folder)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 300
+    while not ranks.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in ranks.processes:  # only the processes spawned here
+                process.terminate()
+            pytest.fail("the ranks did not finish within 300 s (one left waiting in a collective?)")
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
@@ -128,3 +150,9 @@ def test_two_processes_give_one_process_result(gathered, name):
 def test_ranks_with_different_data_all_stop(gathered):
     for out in gathered:
         assert out["mismatch"].startswith("ParameterError: data: every process must hold the same examples")
+
+
+def test_a_failure_on_one_rank_stops_every_rank(gathered):
+    assert "boom on the second half" in gathered[1]["failure"]
+    assert gathered[0]["failure"].startswith("RuntimeError: distributed attribution failed on rank(s) 1:")
+    assert "boom on the second half" in gathered[0]["failure"]
