@@ -16,7 +16,7 @@ compared across ranks first, and every rank stops with the same message when the
 same arguments, and call this function the same number of times. ``metric`` is built on the whole
 ``data`` as for :func:`attribute`: each shard calls it with the examples' indices in the whole data.
 ``ablation="mean"`` ablates to the mean over all shards (each rank sums its shard's activations, the sums
-are all-reduced), exactly the mean :func:`attribute` takes. A failure on one rank (e.g. out of memory)
+are all-reduced), the mean :func:`attribute` takes (up to the order of the sums). A failure on one rank (e.g. out of memory)
 stops every rank with a message naming it, instead of leaving the others waiting forever.
 
 Running it: a script that builds the model and the task data on every process, e.g. ``trace_ddp.py``::
