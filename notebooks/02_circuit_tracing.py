@@ -43,6 +43,7 @@ smoke = False
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
 ig_steps = 8  # integrated-gradient steps of EAP-IG
+ig_rule = "midpoint"  # EAP-IG's points: "midpoint" (k + 0.5) / ig_steps, or "left" k / ig_steps (the reference's)
 pool_limit = 300  # examples per task from each seed's pool
 n_exact = 64  # examples per task and seed for exact edge patching (the ground truth; 0 skips it)
 n_completeness = 32  # examples per task for the completeness sweep over ig_steps (first seed)
@@ -102,7 +103,7 @@ start = time.perf_counter()
 att = {}
 for s in tqdm(exp.seeds, desc="seeds"):
     traced = trace_models(exp.models(s), exp.run_dir(s), pools[s], shift=exp.pair.shift, ig_steps=ig_steps,
-                          batch_size=batch_size, embedded=exp.embedded, progress=False)
+                          batch_size=batch_size, embedded=exp.embedded, progress=False, ig_rule=ig_rule)
     att.update({(s, name, task): a for (name, task), a in traced.items()})
 graph = next(iter(att.values())).graph
 K = circuit_size(graph, k_edges, k_fraction, params.model_pair)
@@ -216,7 +217,7 @@ for t in tqdm(core, desc="completeness"):
         model = exp.models(s0, [name])[name]
         for steps in steps_grid:
             res = attribute(model, subset, method="eap-ig", ig_steps=steps, batch_size=batch_size,
-                            shift=exp.pair.shift, progress=False)
+                            shift=exp.pair.shift, progress=False, ig_rule=ig_rule)
             target = float((res.metric_ablated - res.metric_clean).mean())
             rows.append({"task": t, "model": name, "ig_steps": steps, "input_attribution": float(res.node_scores[0]),
                          "target": target, "relative_error": abs(float(res.node_scores[0]) - target) / abs(target)})
@@ -295,7 +296,7 @@ rows = []
 for name in ("arm", "mdm"):
     model = exp.models(s0, [name])[name]
     by_prob = attribute(model, gt, method="eap-ig", ig_steps=ig_steps, metric=prob_diff(gt), batch_size=batch_size,
-                        shift=exp.pair.shift, progress=False)
+                        shift=exp.pair.shift, progress=False, ig_rule=ig_rule)
     curve = faithfulness_curve(model, gt, by_prob, k_sweep(graph.n_edges), metric=prob_diff(gt),
                                batch_size=batch_size, shift=exp.pair.shift, progress=False)
     rows.append({"model": name, "prob_diff_clean": float(by_prob.metric_clean.mean()),

@@ -53,6 +53,7 @@ smoke = False
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
 ig_steps = 8  # must match notebook 02 (its cached attributions are reused)
+ig_rule = "midpoint"  # EAP-IG's points, must match notebook 02 too
 pool_limit = 300
 batch_size = 0  # 0: 64 for the embedded pair; for a real pair the largest that fits in free memory
 k_fraction = 0.1  # circuit size for the embedded graph, as a fraction of all edges
@@ -113,7 +114,7 @@ batch_size = resolve_batch_size(exp.pair, batch_size, pools[exp.seeds[0]], ig_st
 att = {}
 for s in tqdm(exp.seeds, desc="attributions (cached by notebook 02)"):
     traced = trace_models(exp.models(s), exp.run_dir(s), pools[s], shift=exp.pair.shift, ig_steps=ig_steps,
-                          batch_size=batch_size, embedded=exp.embedded, progress=False)
+                          batch_size=batch_size, embedded=exp.embedded, progress=False, ig_rule=ig_rule)
     att.update({(s, name, task): a for (name, task), a in traced.items()})
 graph = next(iter(att.values())).graph
 stats = CircuitStats(graph)

@@ -46,6 +46,7 @@ smoke = False
 artifacts_dir = "../artifacts"
 figures_dir = "../figures"
 ig_steps = 8
+ig_rule = "midpoint"  # EAP-IG's points: "midpoint" (k + 0.5) / ig_steps, or "left" k / ig_steps
 pool_limit = 300
 n_dynamics = 64  # examples per pool traced at every checkpoint (the bands cover these)
 n_eval_curve = 200  # held-out examples per task for accuracy and logit difference at every checkpoint
@@ -121,7 +122,8 @@ rows = []
 graph = stats = K = n_early = None
 for s in tqdm(exp.seeds, desc="seeds"):
     arm_att = trace_models(exp.models(s, ["arm"]), exp.run_dir(s), {f"{t}@{n_dynamics}": d for t, d in subsets[s].items()},
-                           shift=exp.pair.shift, ig_steps=ig_steps, batch_size=batch_size, progress=False)
+                           shift=exp.pair.shift, ig_steps=ig_steps, batch_size=batch_size, progress=False,
+                           ig_rule=ig_rule)
     if graph is None:
         graph = next(iter(arm_att.values())).graph
         stats = CircuitStats(graph)
@@ -133,7 +135,7 @@ for s in tqdm(exp.seeds, desc="seeds"):
             model = exp.models(s, [label])[label]
             traced = trace_models({label: model}, exp.run_dir(s),
                                   {f"{t}@{n_dynamics}": d for t, d in subsets[s].items()}, shift=exp.pair.shift,
-                                  ig_steps=ig_steps, batch_size=batch_size, progress=False)
+                                  ig_steps=ig_steps, batch_size=batch_size, progress=False, ig_rule=ig_rule)
             exp.forget(s, [label])
             for t in task_names:
                 key = f"{t}@{n_dynamics}"

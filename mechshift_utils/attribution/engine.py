@@ -10,8 +10,14 @@ value ("noising", the direction the EAP-IG reference estimates):
 * ``eap``: (a_u(ablated) - a_u(clean)) . dM/d(input of v), the gradient taken on
   the clean run.
 * ``eap-ig``: the same with the gradient averaged over ``ig_steps`` runs whose
-  input embeddings lie on the straight line from the ablated to the clean input
-  (midpoints of ``ig_steps`` equal intervals).
+  input embeddings lie on the straight line from the ablated (alpha = 0) to the
+  clean (alpha = 1) input, at the points of ``ig_rule``: ``midpoint`` (default),
+  alpha = (k + 0.5) / ig_steps, the midpoints of ``ig_steps`` equal intervals;
+  ``left``, alpha = k / ig_steps (k = 0 .. ig_steps - 1), the points of the
+  EAP-IG reference package (its ``get_scores_eap_ig``; some earlier versions of it
+  took k = 1 .. ig_steps). Both converge to the same integral; at few steps the
+  midpoint rule is the more accurate (its error falls as 1/steps^2, the left
+  rule's as 1/steps).
 
 Ablated values (``ablation``): ``patching`` (from the corrupted run), ``zero``,
 ``mean`` (mean over the task data of the clean activations, per position).
@@ -56,6 +62,7 @@ from .runner import ModelRunner, node_major, runner_for
 
 METHODS = ("exact", "eap", "eap-ig")
 ABLATIONS = ("patching", "zero", "mean")
+IG_RULES = ("midpoint", "left")  # where EAP-IG's points lie on [0, 1]; see the module docstring
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Attribution:
     # (mechshift_utils.attribution.regions); the groups add up to edge_scores
     region_edge_scores: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
+    ig_rule: str | None = None  # eap-ig only: the points' rule (IG_RULES)
 
     def edges(self) -> pd.DataFrame:
         return self.graph.edge_table(self.edge_scores)
@@ -94,13 +102,18 @@ class Attribution:
         return folder
 
 
-def mean_activations(runner: ModelRunner, data: EncodedTask, batches) -> torch.Tensor:
-    """Mean over the task data of every node's clean output, per position: [pos, n_up, d_model]."""
+def activation_sum(runner: ModelRunner, data: EncodedTask, batches) -> torch.Tensor:
+    """Sum over the task data of every node's clean output, per position: [pos, n_up, d_model]."""
     total = None
     for idx in batches:
         acts = runner.node_outputs(data.clean_ids[idx]).sum(0)
         total = acts if total is None else total + acts
-    return total / len(data)
+    return total
+
+
+def mean_activations(runner: ModelRunner, data: EncodedTask, batches) -> torch.Tensor:
+    """Mean over the task data of every node's clean output, per position: [pos, n_up, d_model]."""
+    return activation_sum(runner, data, batches) / len(data)
 
 
 def ablated_batch(runner: ModelRunner, data: EncodedTask, idx, read, ablation: str, mean_acts, metric: Metric):
@@ -118,10 +131,27 @@ def batch_indices(n: int, batch_size: int) -> list[torch.Tensor]:
     return [torch.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
 
 
-def check_inputs(data: EncodedTask, method: str, ablation: str, ig_steps: int, batch_size: int) -> None:
+def ig_points(ig_steps: int, ig_rule: str = "midpoint") -> torch.Tensor:
+    """The ``ig_steps`` interpolation weights alpha of EAP-IG's runs (0: ablated input, 1: clean), float32."""
+    check_positive_int("ig_steps", ig_steps)
+    check_ig_rule(ig_rule)
+    k = torch.arange(ig_steps)
+    return (k + 0.5) / ig_steps if ig_rule == "midpoint" else k / ig_steps
+
+
+def check_ig_rule(ig_rule) -> str:
+    if not isinstance(ig_rule, str) or ig_rule not in IG_RULES:
+        raise ParameterError(f"ig_rule: expected one of {list(IG_RULES)} (where the integrated-gradient points "
+                             f"lie: 'midpoint' (k + 0.5) / ig_steps, 'left' k / ig_steps), got {ig_rule!r}")
+    return ig_rule
+
+
+def check_inputs(data: EncodedTask, method: str, ablation: str, ig_steps: int, batch_size: int,
+                 ig_rule: str = "midpoint") -> None:
     check_choice("method", method, METHODS)
     check_choice("ablation", ablation, ABLATIONS)
     check_positive_int("ig_steps", ig_steps)
+    check_ig_rule(ig_rule)
     check_positive_int("batch_size", batch_size)
     if data.clean_ids.shape != data.corrupted_ids.shape:
         raise ParameterError(f"data: clean and corrupted sequences must have equal shapes, got "
@@ -129,11 +159,26 @@ def check_inputs(data: EncodedTask, method: str, ablation: str, ig_steps: int, b
     read_out_positions(data)
 
 
+def check_arguments(data: EncodedTask, method: str, ablation: str, ig_steps: int, batch_size: int,
+                    ig_rule: str, by_region: bool, ig_batch: int | None) -> None:
+    """Every check of :func:`attribute`'s arguments that needs no model."""
+    check_inputs(data, method, ablation, ig_steps, batch_size, ig_rule)
+    if by_region and method == "exact":
+        raise ParameterError("by_region: position groups are split for eap and eap-ig only; got method 'exact'")
+    if ig_batch is not None:
+        check_positive_int("ig_batch", ig_batch)
+
+
 def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = "patching",
               ig_steps: int = 8, metric: Metric | None = None, batch_size: int = 32, shift: bool = True,
               per_example: bool = False, progress: bool = True, exact_edges: bool = True,
-              ig_batch: int | None = 4, by_region: bool = False) -> Attribution:
+              ig_batch: int | None = 4, by_region: bool = False, ig_rule: str = "midpoint",
+              mean_acts: torch.Tensor | None = None) -> Attribution:
     """Score every edge (and node) of the model's graph on the task data; see the module docstring.
+
+    ``ig_rule`` (eap-ig): where the ``ig_steps`` points lie on the line from the ablated to the
+    clean input, ``"midpoint"`` ((k + 0.5) / ig_steps, the default) or ``"left"`` (k / ig_steps,
+    as the EAP-IG reference package); see the module docstring.
 
     ``ig_batch``: how many IG points share one forward/backward pass (stacked
     along the batch; None = all ``ig_steps`` at once). Fewer passes cost less
@@ -145,12 +190,11 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     ``by_region`` (eap and eap-ig): also split every edge's score by the position group of its
     source's activation difference (prefix, read, slot, suffix; see
     mechshift_utils.attribution.regions): one more matrix product per group and destination.
+    ``mean_acts`` (``ablation="mean"`` only): the mean activations [pos, n_up, d_model] to ablate to,
+    instead of the mean over ``data`` (mechshift_utils.attribution.distributed passes the mean over
+    every process's shard).
     """
-    check_inputs(data, method, ablation, ig_steps, batch_size)
-    if by_region and method == "exact":
-        raise ParameterError("by_region: position groups are split for eap and eap-ig only; got method 'exact'")
-    if ig_batch is not None:
-        check_positive_int("ig_batch", ig_batch)
+    check_arguments(data, method, ablation, ig_steps, batch_size, ig_rule, by_region, ig_batch)
     runner = runner_for(model, shift)
     g = runner.graph
     metric = metric or logit_diff(data)
@@ -158,7 +202,14 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     read_all = read_out_positions(data, shift)
     batches = batch_indices(n, batch_size)
 
-    mean_acts = mean_activations(runner, data, batches) if ablation == "mean" else None
+    if mean_acts is not None:
+        want = (data.clean_ids.shape[1], len(g.upstream), runner.arch.d_model)
+        if ablation != "mean" or tuple(mean_acts.shape) != want:
+            raise ParameterError(f"mean_acts: expected a tensor of shape {list(want)} with ablation 'mean', got "
+                                 f"shape {list(mean_acts.shape)} with ablation {ablation!r}")
+        mean_acts = mean_acts.to(runner.device)
+    elif ablation == "mean":
+        mean_acts = mean_activations(runner, data, batches)
 
     valid = g.valid.to(runner.device)
     edge_sum = torch.zeros(len(g.upstream), len(g.downstream), device=runner.device)
@@ -201,8 +252,9 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
                 bar.update(1)
             else:
                 per_pass = ig_batch or ig_steps
+                points = ig_points(ig_steps, ig_rule)
                 for first in range(0, ig_steps, per_pass):
-                    alphas = (torch.arange(first, min(ig_steps, first + per_pass)) + 0.5) / ig_steps
+                    alphas = points[first:first + per_pass]
                     emb = emb_base[None] + alphas[:, None, None, None] * (emb_clean - emb_base)[None]
                     scores += runner.gradient_scores(ids, read, idx, metric, delta, emb.flatten(0, 1), len(alphas),
                                                      masks=masks, into=region_sum, weight=1 / ig_steps)
@@ -220,4 +272,5 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
                        torch.cat(m_clean).detach(), torch.cat(m_ablated).detach(),
                        torch.cat(examples).detach() if per_example else None,
                        ig_steps if method == "eap-ig" else None,
-                       (region_sum * valid / n).detach().cpu() if by_region else None)
+                       (region_sum * valid / n).detach().cpu() if by_region else None,
+                       ig_rule=ig_rule if method == "eap-ig" else None)

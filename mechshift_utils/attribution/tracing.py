@@ -1,12 +1,14 @@
 """Attributions of both models of a pair on the common-correct pools, cached next to the pair's run.
 
-``<run_dir>/attribution/<method>-<ablation>[-ig<steps>]/<role>/<task>/`` holds
+``<run_dir>/attribution/<method>-<ablation>[-ig<steps>[-<ig_rule>]]/<role>/<task>/`` holds
 ``nodes.csv`` (node, score), ``edges.csv`` (src, dst, score), ``examples.jsonl``
 (clean and corrupted ids, answer slots, correct and counterfactual ids: all a
 reader needs to recompute a score without this package) and ``scores.pt``
 (the tensors, per example included), each written atomically with its checksum beside it
 (mechshift_utils.core.files). A damaged ``scores.pt`` is recomputed; damaged tables beside a good
-``scores.pt`` are written again from it.
+``scores.pt`` are written again from it. The EAP-IG rule (mechshift_utils.attribution.engine.IG_RULES)
+is in the folder's name unless it is the default ``midpoint`` (``eap-ig-patching-ig8-left``), so the
+scores of one rule are never read for the other and caches made before the rule existed stay valid.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from ..core.validation import ParameterError, check_non_negative_int
 from ..models import ModelPair, arch_of
 from ..tasks import EVAL_STREAM, EncodedTask, encode_for, task_examples
 from ..tasks.pools import load_pool, pool_examples
-from .engine import Attribution, attribute
+from .engine import Attribution, attribute, check_ig_rule
 from .graph import Graph
 from .memory import choose_batch_size, describe_plan
 
@@ -46,8 +48,13 @@ def pool_data(run_dir, task: str, tokenizer, limit: int | None = None, fallback_
     return encode_for(pool_examples(records), tokenizer, mask_token_id)
 
 
-def attribution_dir(run_dir, role: str, task: str, method: str, ablation: str, ig_steps: int) -> Path:
-    tag = f"{method}-{ablation}" + (f"-ig{ig_steps}" if method == "eap-ig" else "")
+def attribution_dir(run_dir, role: str, task: str, method: str, ablation: str, ig_steps: int,
+                    ig_rule: str = "midpoint") -> Path:
+    """The cache folder of one attribution; an eap-ig rule other than the default is in its name."""
+    check_ig_rule(ig_rule)
+    tag = f"{method}-{ablation}"
+    if method == "eap-ig":
+        tag += f"-ig{ig_steps}" + ("" if ig_rule == "midpoint" else f"-{ig_rule}")
     return Path(run_dir) / "attribution" / tag / role / task
 
 
@@ -75,29 +82,36 @@ def resolve_batch_size(pair: ModelPair, batch_size: int, pools: dict[str, Encode
 
 
 def traced(pair: ModelPair, run_dir, role: str, task: str, data: EncodedTask, method: str = "eap-ig",
-           ablation: str = "patching", ig_steps: int = 8, batch_size: int = EMBEDDED_BATCH) -> Attribution:
+           ablation: str = "patching", ig_steps: int = 8, batch_size: int = EMBEDDED_BATCH,
+           ig_rule: str = "midpoint") -> Attribution:
     """Attribution of one model of a pair on one task's data: computed once, then read from the cache."""
     return traced_model(pair.model(role), role, run_dir, task, data, pair.shift, method, ablation, ig_steps,
-                        batch_size, embedded=pair.name == "embedded")
+                        batch_size, embedded=pair.name == "embedded", ig_rule=ig_rule)
 
 
 def traced_model(model, name: str, run_dir, task: str, data: EncodedTask, shift: bool = True,
                  method: str = "eap-ig", ablation: str = "patching", ig_steps: int = 8,
-                 batch_size: int = EMBEDDED_BATCH, embedded: bool = True, by_region: bool = True) -> Attribution:
+                 batch_size: int = EMBEDDED_BATCH, embedded: bool = True, by_region: bool = True,
+                 ig_rule: str = "midpoint") -> Attribution:
     """Attribution of one named model (e.g. "arm", "mdm", "arm_continued", "mdm@600") on one task's data,
     cached under ``<run_dir>/attribution/<method>.../<name>/<task>/``: computed once, then read back (a
     cache made on other examples, or without the position groups when they are wanted, is recomputed).
     ``by_region``: also split the scores by position group (mechshift_utils.attribution.regions; eap and
-    eap-ig only)."""
+    eap-ig only). ``ig_rule`` (eap-ig): the points' rule (mechshift_utils.attribution.engine); a rule
+    other than the default ``midpoint`` has a folder of its own (``...-ig8-left``)."""
     by_region = by_region and method != "exact"
-    folder = attribution_dir(run_dir, name, task, method, ablation, ig_steps)
+    folder = attribution_dir(run_dir, name, task, method, ablation, ig_steps, ig_rule)
+    rule = ig_rule if method == "eap-ig" else None
     cache = folder / "scores.pt"
     cached = _read_cache(cache)
+    # a cache written before the rule was recorded is a midpoint one (the only rule there was)
     if cached is not None and torch.equal(cached["clean_ids"], data.clean_ids) and (
-            not by_region or cached.get("region_edge_scores") is not None):
+            not by_region or cached.get("region_edge_scores") is not None) and (
+            cached.get("ig_rule", "midpoint" if method == "eap-ig" else None) == rule):
         result = Attribution(Graph.from_arch(arch_of(model)), method, ablation, cached["edge_scores"],
                              cached["node_scores"], cached["metric_clean"], cached["metric_ablated"],
-                             cached["per_example"], cached["ig_steps"], cached.get("region_edge_scores"))
+                             cached["per_example"], cached["ig_steps"], cached.get("region_edge_scores"),
+                             ig_rule=rule)
         damaged = {n: problem for n in TABLES if (problem := file_problem(folder / n)) is not None}
         if damaged:
             print(f"{folder}: " + "; ".join(f"{n} {p}" for n, p in damaged.items()) + "; writing them again from "
@@ -107,28 +121,29 @@ def traced_model(model, name: str, run_dir, task: str, data: EncodedTask, shift:
     # real pairs: one IG point per pass, as the memory plan assumes; stacking 4 was fastest on the CPU
     result = attribute(model, data, method=method, ablation=ablation, ig_steps=ig_steps, batch_size=batch_size,
                        shift=shift, per_example=True, ig_batch=4 if embedded else 1, progress=False,
-                       by_region=by_region)
+                       by_region=by_region, ig_rule=ig_rule)
     result.save(folder, data)  # the tables first: a scores.pt on disk means they are complete
     state = {"clean_ids": data.clean_ids, "edge_scores": result.edge_scores, "node_scores": result.node_scores,
              "metric_clean": result.metric_clean, "metric_ablated": result.metric_ablated,
              "per_example": result.per_example, "ig_steps": result.ig_steps,
-             "region_edge_scores": result.region_edge_scores}
+             "region_edge_scores": result.region_edge_scores, "ig_rule": result.ig_rule}
     write_with(cache, lambda p: torch.save(state, p))
     return result
 
 
 def trace_models(models: dict, run_dir, pools: dict[str, EncodedTask], shift: bool = True, ig_steps: int = 8,
                  batch_size: int = EMBEDDED_BATCH, embedded: bool = True, method: str = "eap-ig",
-                 progress: bool = True, by_region: bool = True) -> dict[tuple[str, str], Attribution]:
+                 progress: bool = True, by_region: bool = True,
+                 ig_rule: str = "midpoint") -> dict[tuple[str, str], Attribution]:
     """EAP-IG (or ``method``) attributions of named models on every pool: {(name, task): Attribution}, each
-    cached as :func:`traced_model`."""
+    cached as :func:`traced_model` (``ig_rule``: EAP-IG's points, see mechshift_utils.attribution.engine)."""
     from tqdm import tqdm
 
     out = {}
     jobs = [(name, task) for name in models for task in pools]
     for name, task in tqdm(jobs, desc="tracing", disable=not progress):
         out[(name, task)] = traced_model(models[name], name, run_dir, task, pools[task], shift, method, "patching",
-                                         ig_steps, batch_size, embedded, by_region)
+                                         ig_steps, batch_size, embedded, by_region, ig_rule)
     return out
 
 
@@ -167,10 +182,12 @@ def _read_cache(cache: Path) -> dict | None:
 
 
 def trace_pair(pair: ModelPair, run_dir, task_names, pool_limit: int | None = None, ig_steps: int = 8,
-               batch_size: int = 0, fallback_seed: int | None = None):
+               batch_size: int = 0, fallback_seed: int | None = None, ig_rule: str = "midpoint"):
     """Pools and EAP-IG attributions of both models on every task (cached: notebook 02 computes them,
-    notebooks 03-05 read them). ``batch_size`` 0: see :func:`resolve_batch_size`.
+    notebooks 03-05 read them). ``batch_size`` 0: see :func:`resolve_batch_size`. ``ig_rule``: EAP-IG's
+    points (mechshift_utils.attribution.engine).
     Returns ({task: data}, {(role, task): Attribution}, graph)."""
+    check_ig_rule(ig_rule)  # before the pools are read
     pools = {task: pool_data(run_dir, task, pair.tokenizer, pool_limit, fallback_seed, pair.mask_token_id)
              for task in task_names}
     batch_size = resolve_batch_size(pair, batch_size, pools, ig_steps)
@@ -178,7 +195,7 @@ def trace_pair(pair: ModelPair, run_dir, task_names, pool_limit: int | None = No
     for task in task_names:
         for role in ("arm", "mdm"):
             att[(role, task)] = traced(pair, run_dir, role, task, pools[task], ig_steps=ig_steps,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, ig_rule=ig_rule)
     return pools, att, next(iter(att.values())).graph
 
 
