@@ -57,7 +57,7 @@ n_random = 5
 ablations = ["zero", "mean", "resample"]
 n_boot = 500
 level = 0.95
-min_seed_fraction = 0.67
+min_seed_fraction = 0.66  # share of seeds whose own excess must agree with a verdict (0.66: 2 of 3; 0.67 would ask for 3)
 equivalence_margin = 0.1
 
 # %%
