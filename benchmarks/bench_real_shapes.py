@@ -5,7 +5,9 @@ nothing but overhead shows. This benchmark builds random-weight models in the
 real shapes from their configurations (no download) and times the MDM side, the
 one that matters (``config.is_causal = False``: bidirectional attention):
 
-* ``gpt2-small`` (12 layers, 12 heads, d 768, vocab 50257), ``gpt2-medium``
+* ``qwen2-tiny`` (Qwen2: 8 layers, d 512, 8 query / 2 key-value heads, MLP
+  1536, the Qwen vocabulary 151936; not a real model: the Llama-family memory
+  terms, cheaply), ``gpt2-small`` (12 layers, 12 heads, d 768, vocab 50257), ``gpt2-medium``
   (24, 16, 1024), ``qwen2.5-7b`` (Qwen2: 28 layers, d 3584, 28 query / 4
   key-value heads, MLP 18944, vocab 152064). bfloat16 on CUDA, float32 on the
   CPU (CPU bfloat16 matmuls are slow and not what anyone runs).
@@ -58,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mechshift_utils.attribution import engine, runner  # noqa: E402
 from mechshift_utils.models.arch import arch_of  # noqa: E402
-from mechshift_utils.attribution.memory import GB, attribution_bytes, choose_batch_size, free_memory_bytes  # noqa: E402
+from mechshift_utils.attribution.memory import (GB, attribution_bytes, choose_batch_size, free_memory_bytes,  # noqa: E402
+                                                model_sizes)
 from mechshift_utils.core.devices import resolve_device  # noqa: E402
 from mechshift_utils.core.validation import ParameterError  # noqa: E402
 from mechshift_utils.tasks.encoding import EncodedTask  # noqa: E402
@@ -80,7 +83,19 @@ def qwen25_7b_config():
                        rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False)
 
 
+def qwen2_tiny_config():
+    """A small Qwen2 (8 layers, d 512, 8 query / 2 key-value heads, MLP 1536) with the real Qwen vocabulary:
+    the Llama-family terms of the memory estimate (RMSNorm, grouped-query attention, SwiGLU) and large
+    logits, cheaply on a CPU."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
+                       num_key_value_heads=2, vocab_size=151936, max_position_embeddings=4096,
+                       rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False)
+
+
 SHAPES = {
+    "qwen2-tiny": qwen2_tiny_config,
     "gpt2-small": lambda: gpt2_config(12, 12, 768),
     "gpt2-medium": lambda: gpt2_config(24, 16, 1024),
     "qwen2.5-7b": qwen25_7b_config,
@@ -89,7 +104,7 @@ SHAPES = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--shapes", nargs="+", default=[s for s in SHAPES if s != "qwen2-tiny"], choices=list(SHAPES))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--positions", type=int, default=64)
     p.add_argument("--examples", type=int, default=8)
@@ -272,7 +287,7 @@ def bench_shape(shape: str, args, device: torch.device) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     data = random_task(vocab, args.examples, args.positions, args.seed)
     chosen = args.batch_size == 0
-    options = dict(dtype_bytes=dtype_bytes, vocab_size=vocab, ig_steps=args.ig_steps)
+    options = dict(model_sizes(model), ig_steps=args.ig_steps)
     batch = (choose_batch_size(arch, args.positions, device, args.ig_batch, max_batch=args.examples, **options)
              if chosen else args.batch_size)
 
@@ -288,7 +303,7 @@ def bench_shape(shape: str, args, device: torch.device) -> dict:
     load_after = os.getloadavg()[0]
     t_eap, t_floor = sorted(eap_times)[len(eap_times) // 2], sorted(floor_times)[len(floor_times) // 2]
     est = attribution_bytes(arch, args.positions, batch, args.ig_batch, **options)
-    est_no_lag = attribution_bytes(arch, args.positions, batch, args.ig_batch, gc_lag_batches=0, **options)
+    est_no_lag = attribution_bytes(arch, args.positions, batch, args.ig_batch, **{**options, "gc_lag_batches": 0})
 
     runner._RUNNERS.pop(id(model), None)  # the engine caches a runner per model: let this one go
     del model

@@ -3,45 +3,57 @@
 At 7B scale the engine's own buffers, not the weights, decide the batch size:
 the activation differences alone are [batch, positions, upstream nodes,
 d_model] float32 (2.2 GB per example at 128 positions for a Llama-7B shape).
-This module estimates the memory of ``attribute(..., method="eap-ig")`` from
-:mod:`mechshift_utils.attribution.engine` *as written*; when the engine changes, this
-file must change with it (tests/test_memory.py pins the main term to the
-engine's real tensor). The constants were checked against peak RSS on the
-CPU (float32, Qwen2 and GPT-2 shapes of 6-28 layers): with the garbage
-collector forced between batches, whole ``attribute`` calls dominated by
-building delta peaked within 1% of the estimate without ``gc_lag``, and the
-phases of one gradient pass within 5% (the activation term overestimates a
-float32 Llama-family model, which needs no norm copies, by about a third).
+This module estimates the peak memory of ``attribute(..., method="eap-ig")``
+from :mod:`mechshift_utils.attribution.engine` *as written*, above what was
+allocated before the call; when the engine changes, this file must change with
+it (tests/test_memory.py pins the terms to the engine's real tensors). Every
+term is a count of tensors the engine or the model's autograd graph holds; on
+the CPU (float32, peak RSS above the start with ``MALLOC_MMAP_THRESHOLD_=65536``,
+benchmarks/bench_real_shapes.py) the total was within 10% of the measured peak
+for GPT-2 small and medium and a small Qwen2 shape (README).
 
 Sizes for a batch of ``b`` examples at ``p`` positions, ``B = b * ig_batch``
-sequences per forward+backward pass, ``n_up`` / ``n_down`` / ``n_qkv`` as in
-:class:`~mechshift_utils.attribution.graph.Graph`, ``dtype`` the model's bytes per value,
-float32 4 bytes. One "buffer" is ``b * p * n_up * d_model * 4`` bytes.
+sequences per forward+backward pass (``T = B * p`` tokens), ``n_up`` /
+``n_down`` / ``n_qkv`` as in :class:`~mechshift_utils.attribution.graph.Graph`,
+``I`` the MLP width (``d_mlp``), ``V`` the vocabulary, ``dtype`` the model's
+bytes per value, float32 4 bytes. One "buffer" is ``b * p * n_up * d_model * 4``
+bytes.
 
-* ``delta``: the activation differences, one buffer, alive for the whole batch
-  (node-major; the previous batch's is deleted first).
-* ``build``: making it. ``node_outputs`` returns the clean and the corrupted
-  activations (a buffer each; its ``torch.cat`` holds the parts and the result
-  for a moment), the difference is taken in place, and its node-major copy is
-  made while both exist: 3 buffers at once (``zero`` ablation 4: the zeros
-  and ``patched_metric``'s running buffer; ``mean`` 3 plus the mean
-  [p, n_up, d] float32). Plus the no-grad run's saved head/MLP outputs and its
-  logits.
+* ``delta``: the activation differences, one buffer, alive for the whole batch.
+* ``build``: making it (the build phase is ``delta + build``). Each
+  ``node_outputs`` call holds the run's saved embedding, o_proj inputs and MLP
+  outputs (``b * p * (1 + 2 * layers) * d`` in dtype) and, while its
+  ``torch.cat`` runs, the float32 parts (one buffer less, in float32, what
+  aliases the saved outputs) and the result (a buffer); during the trace, the
+  logits [b, p, V] instead. ``patching``: the second call runs while the
+  clean buffer is held; the difference is taken in place and the clean buffer
+  let go before the node-major copy (2 buffers), so the peak is 1 buffer plus
+  one call. ``zero``: ``patched_metric`` holds the clean buffer, the zeros, its
+  running buffer and, at the final norm, ``ablated - cur`` (4 buffers) plus
+  the logits. ``mean``: the same with the expanded mean (3 buffers), plus the
+  mean [p, n_up, d] float32 for the whole call.
 * ``scores``: the batch's [b, n_up, n_down] float32 scores and one pass's
   result of that size (``scores += ...`` and ``scores * valid`` hold two), and
   the [n_up, n_down] sum and edge mask.
-* ``activations``: one forward+backward pass of B sequences:
-  ``ACTIVATION_UNITS * layers * B * p * d_model * dtype``, plus the logits and
-  their (dense) gradient, ``2 * B * p * vocab * dtype``.
+* ``inputs``: the IG inputs: the clean and ablated embeddings [b, p, d]
+  float32 and one pass's interpolated inputs [B, p, d] (float32 and dtype).
+* ``activations``: one forward+backward pass (``_trace_gradients``): what
+  autograd saves, ``(activation_units(...) * layers + MODEL_UNITS) * T * d *
+  dtype`` (counted from the saved tensors of a plain Hugging Face pass, see
+  :func:`activation_units`), the gradients the engine keeps
+  (``saved_for_scoring``'s q/k/v and MLP-norm output gradients), and the
+  logits and their dense gradient, ``2 * T * V * dtype``.
 * ``saved_for_scoring``, ``norm_vjp``, ``einsum_copy``: after the backward,
-  ``_dot_gradients`` has what the trace kept for every layer and, one layer
-  at a time, ``norm_vjp``'s stack: the cotangents [B, p, n_qkv, d_model]
-  float32, x expanded to that shape and the norm's intermediates
-  (NORM_VJP_COPIES tensors of that shape); each product of delta with the
-  gradients reads delta as a view and copies only the (small) gradient
-  operand into matrix layout.
-* ``gc_lag``: tensors of earlier batches and passes that only Python's cyclic
-  garbage collector frees (see GC_LAG_BATCHES).
+  ``_dot_gradients`` has what the trace kept for every layer (both norms'
+  inputs, the q/k/v and MLP-norm output gradients, the final norm's input and
+  output gradient) and, one layer at a time, ``norm_vjp``'s stack: the
+  cotangents [B, p, n_qkv, d_model] float32, x expanded to that shape and the
+  norm's intermediates (NORM_VJP_COPIES tensors of that shape).
+* ``by_region`` (``by_region=True``): the [R, n_up, n_down] region sums and,
+  per destination, the R products [b, R, n_up, n_qkv] and their sum.
+* ``gc_lag``: tensors of earlier batches that only Python's cyclic garbage
+  collector frees (GC_LAG_BATCHES: none since the engine keeps its big
+  tensors out of nnsight's traced frames).
 * ``weight_copies``: the runner's float32 copies of W_O and W_QKV per layer
   (none when the model is float32): 3.3 GB for Qwen2.5-7B, 8.6 GB for
   Llama-7B, on the device for as long as the runner is cached (one per model
@@ -51,8 +63,10 @@ float32 4 bytes. One "buffer" is ``b * p * n_up * d_model * 4`` bytes.
 
 ``total`` = ``weight_copies`` + ``gc_lag`` + the largest of the three phases
 (``build_peak``, ``backward_peak``, ``scoring_peak``, each reported with those
-two added), which never coexist. Not counted: the allocator's fragmentation
-and the CUDA context; leave room for them with ``safety``.
+two added), which never coexist. Not counted: the allocator's caching and
+fragmentation (on the CPU, glibc keeps freed blocks under its mmap threshold:
+peak RSS without ``MALLOC_MMAP_THRESHOLD_`` runs higher) and the CUDA context;
+leave room for them with ``safety``.
 """
 from __future__ import annotations
 
@@ -66,20 +80,23 @@ from ..models.arch import Arch
 FLOAT32 = 4
 BFLOAT16 = 2
 
-# Bytes per token per layer held by one forward+backward pass, in units of d_model * dtype
-# bytes. The weights are frozen during the pass, so the linear layers save no inputs. Counted
-# for the Llama family in bfloat16 (Qwen2.5-7B: I/d = 5.3, 4 of 28 heads key/value; Llama-7B:
-# I/d = 2.7, no grouping):
-#   2 RMSNorms, each saving a float32 copy of its input ......................... 4
-#   SDPA (flash) saving q, k, v and its output (k, v at key/value width) ........ 2.3 - 4
-#   SwiGLU MLP: SiLU's input, its output and the up projection (3 x I/d) ......... 15.9 - 8.1
-#   the engine's saves: both norm inputs (2), the q/k/v and MLP-norm output
-#   gradients (1.3 - 3, and 1), and the outputs whose .grad it reads (1.3 - 3, 1) . 6.6 - 10
-#   sum ........................................................................ 28.8 - 26.1
-# Measured on the CPU (float32, peak RSS): 28 for a GPT-2 shape (its tanh-GELU keeps ~4 x I/d),
-# 19 for a Qwen2 shape with I/d = 3 (float32 needs no norm copies: 4 units less). Rounded up to
-# 30 for the gradients of the layer being differentiated, which exist once, not per layer.
-ACTIVATION_UNITS = 30
+# Tensors that autograd saves per layer in one forward pass with frozen weights, in units of
+# T * d_model * dtype bytes, counted with torch.autograd.graph.saved_tensors_hooks on plain Hugging Face
+# models (transformers 5, SDPA attention; storages of the weights left out):
+#   GPT-2: the fused q/k/v output (n_qkv * head_dim / d = 3), 4 d-wide tensors (counted, among them
+#     the block's input, the attention output and the residual after attention), and the tanh-GELU's
+#     input, tanh, 0.5 * x and 1 + tanh (4 x I/d): 23 for I = 4d.
+#   Llama family: the block's input, q and k after the rotary embedding and v (n_qkv * head_dim / d),
+#     the attention output and the residual after attention (3 d-wide), SwiGLU's gate output, SiLU's
+#     output and the up projection (3 x I/d); a model that is not float32 also saves each RMSNorm's
+#     float32 copy of its input (2 norms x 4 / dtype units). Qwen2 float32 with I/d = 3, 8 query and
+#     2 key-value heads: 13.5 counted.
+# Measured GPT-2 (1 and 2 layers): 25.0 and 24.5 units per layer; Qwen2: 14.6 and 14.1 (the model's
+# own, MODEL_UNITS, shared over the layers).
+D_WIDE_SAVED = {"gpt2": 4, "llama": 3}
+MLP_SAVED = {"gpt2": 4, "llama": 3}  # I-wide tensors saved by the MLP's activation
+# Saved once per model: the embedding sum (GPT-2: token + position), the final norm's input and output.
+MODEL_UNITS = {"gpt2": 3, "llama": 1}
 
 # Tensors of the [B, p, n_qkv, d_model] float32 shape alive at once inside one layer's
 # _dot_gradients, measured on the CPU: the cotangents, x expanded, the norm's output, and the
@@ -87,27 +104,27 @@ ACTIVATION_UNITS = 30
 # makes temporaries): 8; the fused F.layer_norm: 5.
 NORM_VJP_COPIES = {"llama": 8, "gpt2": 5}
 
-# Buffers of [b, p, n_up, d_model] float32 alive at once while one batch's delta is built (see above).
-BUILD_BUFFERS = {"patching": 3, "zero": 4, "mean": 3}
+# Buffers of [b, p, n_up, d_model] float32 alive at once while ``patched_metric`` computes the metric
+# with every edge ablated (``zero`` and ``mean``; see the module docstring). ``patching`` never calls it.
+PATCHED_BUFFERS = {"patching": 0, "zero": 4, "mean": 3}
+ABLATIONS = tuple(PATCHED_BUFFERS)
 
 # Earlier batches whose tensors are still held, waiting for Python's cyclic garbage collector.
-# nnsight runs a traced block in a snapshot of the calling frame's locals (a ``Scope`` dict) that
-# ends up in a reference cycle: ``_gradient_scores``' snapshot holds ``delta``, the lists of saved
-# tensors and the logits, so each batch's delta and each pass's saved tensors outlive their call
-# until a generation-1 or -2 collection. Counted per batch as delta plus every pass's
-# ``saved_for_scoring``. Measured on the CPU (24 and 28 layers, 4 and 8 IG steps, 10 batches):
-# up to 2.5 batches' worth waiting, before attribute.py kept its big tensors out of the traced
-# frames (delta never enters one; the saved tensors sit in a dict the caller empties). After that
-# change peak RSS on the CPU still sat above the lag-free estimate (gpt2-medium shape, 2 batches:
-# 1.18 GB measured, 0.69 GB estimated; gpt2-small 0.33 vs 0.26), so one batch's worth is kept
-# as an allowance until the gap is understood.
-GC_LAG_BATCHES = 1
+# nnsight runs a traced block in a snapshot of the calling frame's locals that ends up in a reference
+# cycle; the engine keeps its big tensors out of traced frames (delta never enters one; the saved
+# tensors sit in a dict the caller empties), and peak RSS on the CPU over 2 batches (GPT-2 small and
+# medium, 8 examples) showed the first batch's delta and saved tensors gone before the second was
+# built. The earlier gap between estimate and peak (1.18 GB measured, 0.69 GB estimated for GPT-2
+# medium) was the logits and the activations of the pass, now counted, and glibc's cache.
+GC_LAG_BATCHES = 0
+
+REGION_COUNT = 4  # len(mechshift_utils.attribution.regions.REGIONS), without importing the engine's modules
 
 GB = 1e9
 
 
 def _check(arch, positions, batch_size, ig_batch, dtype_bytes, per_example, vocab_size, ablation, ig_steps,
-           gc_lag_batches) -> None:
+           gc_lag_batches, d_mlp, by_region) -> None:
     if not isinstance(arch, Arch):
         raise ParameterError(f"arch: expected a mechshift_utils.models.Arch (arch_of(model)), "
                              f"got {type(arch).__name__}")
@@ -117,9 +134,12 @@ def _check(arch, positions, batch_size, ig_batch, dtype_bytes, per_example, voca
     check_positive_int("dtype_bytes", dtype_bytes)
     check_bool("per_example", per_example)
     check_non_negative_int("vocab_size", vocab_size)
-    check_choice("ablation", ablation, tuple(BUILD_BUFFERS))
+    check_choice("ablation", ablation, ABLATIONS)
     check_positive_int("ig_steps", ig_steps)
     check_non_negative_int("gc_lag_batches", gc_lag_batches)
+    if d_mlp is not None:
+        check_positive_int("d_mlp", d_mlp)
+    check_bool("by_region", by_region)
 
 
 def graph_sizes(arch: Arch) -> tuple[int, int]:
@@ -138,64 +158,111 @@ def weight_copy_bytes(arch: Arch, dtype_bytes: int) -> int:
     return arch.n_layers * per_layer * FLOAT32
 
 
-def saved_for_scoring_bytes(arch: Arch, tokens: int, dtype_bytes: int, vocab_size: int = 0) -> int:
+def model_sizes(model) -> dict:
+    """The options of :func:`attribution_bytes` that the Hugging Face model fixes: ``dtype_bytes``,
+    ``vocab_size`` and ``d_mlp`` (``intermediate_size``, or GPT-2's ``n_inner``, 4 x d when unset)."""
+    hf = getattr(model, "_model", model)
+    config = hf.config
+    d_mlp = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+    if not d_mlp:
+        d_mlp = 4 * (getattr(config, "hidden_size", None) or config.n_embd)
+    return {"dtype_bytes": next(hf.parameters()).element_size(), "vocab_size": int(config.vocab_size),
+            "d_mlp": int(d_mlp)}
+
+
+def activation_units(arch: Arch, dtype_bytes: int, d_mlp: int | None = None) -> float:
+    """What autograd saves per layer in one forward pass with frozen weights, in tensors of
+    [tokens, d_model] in the model's dtype (see D_WIDE_SAVED). ``d_mlp``: the MLP width (4 x d_model
+    when None, GPT-2's)."""
+    d = arch.d_model
+    mlp = (d_mlp or 4 * d) / d
+    qkv = arch.n_qkv * arch.head_dim / d
+    norm_copies = 2 * FLOAT32 / dtype_bytes if arch.family == "llama" and dtype_bytes < FLOAT32 else 0
+    return D_WIDE_SAVED[arch.family] + qkv + MLP_SAVED[arch.family] * mlp + norm_copies
+
+
+def saved_for_scoring_bytes(arch: Arch, tokens: int, dtype_bytes: int) -> int:
     """What one gradient trace keeps for ``_dot_gradients``, every layer at once (model dtype): the
-    attention- and MLP-norm inputs, the q/k/v output gradients and the MLP-norm output gradient, the
-    q/k/v and MLP-norm outputs themselves, the final norm's input and output gradient, and the
-    logits: the trace's frame snapshot holds every tensor the traced block named."""
-    per_layer = 4 * arch.d_model + 2 * arch.n_qkv * arch.head_dim
-    return (arch.n_layers * per_layer + 2 * arch.d_model + vocab_size) * tokens * dtype_bytes
+    attention- and MLP-norm inputs, the q/k/v output gradients and the MLP-norm output gradient, and
+    the final norm's input and output gradient."""
+    per_layer = 3 * arch.d_model + arch.n_qkv * arch.head_dim
+    return (arch.n_layers * per_layer + 2 * arch.d_model) * tokens * dtype_bytes
+
+
+def kept_gradient_bytes(arch: Arch, tokens: int, dtype_bytes: int) -> int:
+    """The part of :func:`saved_for_scoring_bytes` that the backward makes (the norm inputs are the
+    forward's own, already among the saved activations)."""
+    per_layer = arch.d_model + arch.n_qkv * arch.head_dim
+    return (arch.n_layers * per_layer + arch.d_model) * tokens * dtype_bytes
 
 
 def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int = 1,
                       dtype_bytes: int = BFLOAT16, per_example: bool = True, *, vocab_size: int = 0,
                       ablation: str = "patching", ig_steps: int = 8,
-                      gc_lag_batches: int = GC_LAG_BATCHES) -> dict[str, int]:
+                      gc_lag_batches: int = GC_LAG_BATCHES, d_mlp: int | None = None,
+                      by_region: bool = False) -> dict[str, int]:
     """Estimated bytes an ``attribute(..., method="eap-ig")`` batch needs beside the model weights.
 
     ``dtype_bytes``: the model's (2 for bfloat16, 4 for float32). ``vocab_size``: counts the
     logits and their gradient (0 leaves them out). ``ig_steps`` / ``ig_batch``: the number of
-    gradient passes per batch and the IG points stacked in each. Returns every term of the module
-    docstring, the three phase peaks and ``total`` (device memory: ``per_example_host`` is host
-    memory and not in it), all in bytes.
+    gradient passes per batch and the IG points stacked in each. ``d_mlp``: the MLP width (None:
+    4 x d_model). ``by_region``: as :func:`~mechshift_utils.attribution.engine.attribute`'s.
+    :func:`model_sizes` gives ``dtype_bytes``, ``vocab_size`` and ``d_mlp`` of a model. Returns
+    every term of the module docstring, the three phase peaks and ``total`` (device memory:
+    ``per_example_host`` is host memory and not in it), all in bytes.
     """
     _check(arch, positions, batch_size, ig_batch, dtype_bytes, per_example, vocab_size, ablation, ig_steps,
-           gc_lag_batches)
+           gc_lag_batches, d_mlp, by_region)
     n_up, n_down = graph_sizes(arch)
-    b, p, d = batch_size, positions, arch.d_model
+    b, p, d, layers = batch_size, positions, arch.d_model, arch.n_layers
     points = min(ig_batch, ig_steps)  # IG points per pass: the engine never stacks more than ig_steps
-    passes = -(-ig_steps // points)
     seqs = b * points
+    tokens = seqs * p
     buffer = b * p * n_up * d * FLOAT32
     score = b * n_up * n_down * FLOAT32
-    stack = seqs * p * arch.n_qkv * d * FLOAT32  # one [B, p, n_qkv, d] float32 tensor
+    stack = tokens * arch.n_qkv * d * FLOAT32  # one [B, p, n_qkv, d] float32 tensor
     folded = stack // points  # the same summed over the IG points of the pass
-    saved = saved_for_scoring_bytes(arch, seqs * p, dtype_bytes, vocab_size)
+    saved = saved_for_scoring_bytes(arch, tokens, dtype_bytes)
 
-    parts = {
+    # one node_outputs call: the run's saved outputs, then either the logits (during the trace) or the
+    # float32 parts and their concatenation (after it); float32 embedding and MLP parts are the saved
+    # outputs themselves
+    run_saved = b * p * (1 + 2 * layers) * d * dtype_bytes
+    parts = buffer - (b * p * (1 + layers) * d * FLOAT32 if dtype_bytes >= FLOAT32 else 0)
+    run_logits = b * p * vocab_size * dtype_bytes
+    one_call = run_saved + max(run_logits, parts + buffer)
+    mean = p * n_up * d * FLOAT32 if ablation == "mean" else 0
+    patched = PATCHED_BUFFERS[ablation] * buffer + run_logits if PATCHED_BUFFERS[ablation] else 0
+    build_phase = max(buffer + one_call, patched, 2 * buffer) + mean  # 2 buffers: the node-major copy
+
+    regions = (REGION_COUNT * n_up * n_down * FLOAT32 + 2 * b * REGION_COUNT * n_up * arch.n_qkv * FLOAT32
+               if by_region else 0)
+    parts_ = {
         "delta": buffer,
-        "build": (BUILD_BUFFERS[ablation] - 1) * buffer
-        + b * p * (2 * arch.n_layers * d + vocab_size) * dtype_bytes
-        + (p * n_up * d * FLOAT32 if ablation == "mean" else 0),
-        "scores": 2 * score + n_up * n_down * (FLOAT32 + 1),
-        "activations": ACTIVATION_UNITS * arch.n_layers * seqs * p * d * dtype_bytes
-        + 2 * seqs * p * vocab_size * dtype_bytes,
+        "build": build_phase - buffer,
+        "scores": 2 * score + n_up * n_down * (FLOAT32 + 1) + mean,
+        "inputs": (2 * b + seqs) * p * d * FLOAT32 + (seqs * p * d * dtype_bytes if dtype_bytes < FLOAT32 else 0),
+        "activations": (activation_units(arch, dtype_bytes, d_mlp) * layers + MODEL_UNITS[arch.family])
+        * tokens * d * dtype_bytes + kept_gradient_bytes(arch, tokens, dtype_bytes)
+        + 2 * tokens * vocab_size * dtype_bytes,
         "saved_for_scoring": saved,
         "norm_vjp": NORM_VJP_COPIES[arch.family] * stack,
         # at the product: the cotangents, the folded gradient and its matrix-layout copy
         "einsum_copy": stack + 2 * folded,
-        "gc_lag": gc_lag_batches * (buffer + passes * saved),
+        "by_region": regions,
+        "gc_lag": gc_lag_batches * (buffer + saved),
         "weight_copies": weight_copy_bytes(arch, dtype_bytes),
         "per_example_host": score if per_example else 0,
     }
-    always = parts["weight_copies"] + parts["gc_lag"]
+    parts_["activations"] = int(parts_["activations"])
+    always = parts_["weight_copies"] + parts_["gc_lag"]
+    held = always + parts_["delta"] + parts_["scores"] + parts_["inputs"] + parts_["by_region"]
     phases = {
-        "build_peak": always + parts["delta"] + parts["build"],
-        "backward_peak": always + parts["delta"] + parts["scores"] + parts["activations"],
-        "scoring_peak": always + parts["delta"] + parts["scores"] + parts["saved_for_scoring"]
-        + max(parts["norm_vjp"], parts["einsum_copy"]),
+        "build_peak": always + parts_["delta"] + parts_["build"],
+        "backward_peak": held + parts_["activations"],
+        "scoring_peak": held + parts_["saved_for_scoring"] + max(parts_["norm_vjp"], parts_["einsum_copy"]),
     }
-    return {**parts, **phases, "total": max(phases.values())}
+    return {**parts_, **phases, "total": max(phases.values())}
 
 
 def free_memory_bytes(device) -> int:
@@ -240,8 +307,9 @@ def choose_batch_size(arch: Arch, positions: int, device, ig_batch: int = 1, saf
     ``safety * (free memory on device - reserve_bytes)``.
 
     ``reserve_bytes``: memory something else will take (e.g. the other model of a pair, still to be
-    loaded). ``options`` go to :func:`attribution_bytes` (``dtype_bytes``, ``vocab_size``,
-    ``ablation``, ``ig_steps``, ``gc_lag_batches``). Raises ParameterError when even one example
+    loaded). ``options`` go to :func:`attribution_bytes` (``dtype_bytes``, ``vocab_size``, ``d_mlp``
+    (:func:`model_sizes` gives these three), ``ablation``, ``ig_steps``, ``by_region``,
+    ``gc_lag_batches``). Raises ParameterError when even one example
     does not fit.
     """
     if isinstance(safety, bool) or not isinstance(safety, (int, float)) or not 0 < safety <= 1:
@@ -281,7 +349,8 @@ def describe_plan(arch: Arch, positions: int, batch_size: int, ig_batch: int = 1
         f"({arch.n_layers} layers, {n_up} upstream x {n_down} downstream nodes)",
         f"  activation differences {gb('delta')}, building them +{gb('build')}, scores {gb('scores')}",
         f"  one forward+backward pass {gb('activations')}, kept for scoring {gb('saved_for_scoring')}, "
-        f"norm vjp {gb('norm_vjp')}, einsum copies {gb('einsum_copy')}",
+        f"norm vjp {gb('norm_vjp')}, einsum copies {gb('einsum_copy')}, IG inputs {gb('inputs')}"
+        + (f", position groups {gb('by_region')}" if est["by_region"] else ""),
         f"  float32 weight copies {gb('weight_copies')}, awaiting the garbage collector {gb('gc_lag')}, "
         f"per-example scores on the host {gb('per_example_host')} per batch",
         f"  peak about {gb('total')} beside the model weights "

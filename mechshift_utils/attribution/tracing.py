@@ -23,7 +23,7 @@ from ..tasks import EVAL_STREAM, EncodedTask, encode_for, task_examples
 from ..tasks.pools import load_pool, pool_examples
 from .engine import Attribution, attribute, check_ig_rule
 from .graph import Graph
-from .memory import choose_batch_size, describe_plan
+from .memory import choose_batch_size, describe_plan, model_sizes
 
 
 def pool_data(run_dir, task: str, tokenizer, limit: int | None = None, fallback_seed: int | None = None,
@@ -73,8 +73,7 @@ def resolve_batch_size(pair: ModelPair, batch_size: int, pools: dict[str, Encode
         return EMBEDDED_BATCH
     arch = arch_of(pair.mdm)
     positions = max(d.clean_ids.shape[1] for d in pools.values())
-    options = dict(dtype_bytes=next(pair.mdm.parameters()).element_size(), vocab_size=pair.mdm.config.vocab_size,
-                   ig_steps=ig_steps)
+    options = dict(model_sizes(pair.mdm), ig_steps=ig_steps, by_region=True)  # traced() splits by region
     batch_size = choose_batch_size(arch, positions, pair.device, ig_batch=1, **options)
     print(f"batch size {batch_size} from free memory on {pair.device}:",
           describe_plan(arch, positions, batch_size, 1, **options))
