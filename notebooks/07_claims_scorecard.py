@@ -119,7 +119,7 @@ for yy, r in zip(y, shown.itertuples()):
     color = colors.get(r.verdict, "0.5")
     ax.hlines(yy, r.ci_low, r.ci_high, color=color, lw=1.2)  # the interval (a percentile bootstrap: it
     ax.plot(r.excess, yy, "o", color=color, ms=4)           # need not be centred on the point estimate)
-    ax.annotate(f"{r.verdict} ({r.seeds_holding}/{r.n_seeds})", (max(r.ci_high, r.excess), yy), xytext=(4, 0),
+    ax.annotate(f"{r.verdict} ({int(r.seeds_holding)}/{int(r.n_seeds)})", (max(r.ci_high, r.excess), yy), xytext=(4, 0),
                 textcoords="offset points", va="center", fontsize=6, color=color)
 ax.axvline(0, color="k", lw=0.8)
 ax.set_yticks(y, [f"{r.claim} · {r.task} · {r.statistic}" for r in shown.itertuples()], fontsize=6)
