@@ -113,13 +113,20 @@ display(scorecard[COLUMNS].round(3))
 shown = scorecard[scorecard.claim != "claim 4"].reset_index(drop=True)
 colors = {"holds": "#2ca02c", "reversed": "#d62728", "does not hold": "#d62728",
           "not distinguishable from the null": "0.5", "inconclusive": "0.5"}
+
+
+def count(value):
+    """A seed count as an integer; '-' where a row has none (a real pair: no null, no seeds to count)."""
+    return "-" if pd.isna(value) else int(value)
+
+
 fig, ax = plt.subplots(figsize=(9, 0.32 * len(shown) + 1.5))
 y = np.arange(len(shown))[::-1]
 for yy, r in zip(y, shown.itertuples()):
     color = colors.get(r.verdict, "0.5")
     ax.hlines(yy, r.ci_low, r.ci_high, color=color, lw=1.2)  # the interval (a percentile bootstrap: it
     ax.plot(r.excess, yy, "o", color=color, ms=4)           # need not be centred on the point estimate)
-    ax.annotate(f"{r.verdict} ({int(r.seeds_holding)}/{int(r.n_seeds)})", (max(r.ci_high, r.excess), yy), xytext=(4, 0),
+    ax.annotate(f"{r.verdict} ({count(r.seeds_holding)}/{count(r.n_seeds)})", (max(r.ci_high, r.excess), yy), xytext=(4, 0),
                 textcoords="offset points", va="center", fontsize=6, color=color)
 ax.axvline(0, color="k", lw=0.8)
 ax.set_yticks(y, [f"{r.claim} · {r.task} · {r.statistic}" for r in shown.itertuples()], fontsize=6)
