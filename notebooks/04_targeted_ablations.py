@@ -176,9 +176,8 @@ for r, ablation in enumerate(ablations):
         ax.set_xticks(range(len(group_order)), group_order, fontsize=8)
         ax.set_title(f"{t.replace('_', ' ')} · {ablation}", fontsize=9)
     axes[r, 0].set_ylabel("logit-difference drop\n(share of clean)", fontsize=8)
-axes[0, 0].legend(fontsize=7)
 fig.suptitle("Ablating importance-matched groups (95% intervals over seeds and examples)", fontsize=10)
-fig.tight_layout()
+plotting.legend_below(fig, axes[0, 0], height=0.04)
 plotting.save_figure(fig, summary, "04_ablation_metric_drop", figures_dir)
 plt.show()
 
