@@ -85,19 +85,38 @@ def test_a_causal_model_cannot_tell_the_late_corruption(micro_arm, tokenizer):
     set_bidirectional(micro_arm, False)
 
 
-def test_the_training_forward_is_gpt2s(micro_arm, tokenizer):
+@pytest.mark.parametrize("activation", ["gelu", "gelu_new"])
+def test_the_training_forward_is_gpt2s(micro_arm, tokenizer, activation):
     """gpt2_logits reproduces GPT2LMHeadModel: causal, and with the annealed additive mask (padding keys
-    masked) that post-training passes."""
+    masked) that post-training passes; with the organism's exact GELU and with GPT-2's tanh form."""
+    import copy
+
+    from transformers import GPT2LMHeadModel
+
+    config = copy.deepcopy(micro_arm.config)
+    config.activation_function = activation
+    model = GPT2LMHeadModel(config).eval()
+    model.load_state_dict(micro_arm.state_dict())
     with torch.no_grad():
-        for p in micro_arm.parameters():
+        for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
         batch = task_mixture_batch(tokenizer, 8, 0, "arm", 0)
         real = batch != tokenizer.pad_token_id
-        want = micro_arm(input_ids=batch, attention_mask=real.long()).logits
-        got = gpt2_logits(micro_arm, batch)
+        want = model(input_ids=batch, attention_mask=real.long()).logits
+        got = gpt2_logits(model, batch)
         assert torch.allclose(got[real], want[real], atol=1e-5)
-        set_bidirectional(micro_arm, True)
+        set_bidirectional(model, True)
         bias = annealed_attention_bias(batch.shape[1], 0.5, real, torch.Generator().manual_seed(0))
-        want = micro_arm(input_ids=batch, attention_mask=bias).logits
-        assert torch.allclose(gpt2_logits(micro_arm, batch, bias), want, atol=1e-5)
-        set_bidirectional(micro_arm, False)
+        want = model(input_ids=batch, attention_mask=bias).logits
+        assert torch.allclose(gpt2_logits(model, batch, bias), want, atol=1e-5)
+
+
+def test_the_training_forward_refuses_another_model(micro_arm, tokenizer):
+    import copy
+
+    from transformers import GPT2LMHeadModel
+
+    config = copy.deepcopy(micro_arm.config)
+    config.activation_function = "relu"
+    with pytest.raises(ValueError, match="GELU"):
+        gpt2_logits(GPT2LMHeadModel(config), task_mixture_batch(tokenizer, 2, 0, "arm", 0))

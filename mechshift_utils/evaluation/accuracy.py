@@ -14,7 +14,7 @@ from .. import tasks as task_lib
 from ..core.files import file_problem, write_with
 from ..core.validation import ParameterError, check_non_negative_int, check_positive_int
 from ..models import ModelPair, load_checkpoint
-from ..tasks import EVAL_STREAM, HELDOUT, EncodedTask, encode_for, encode_words, task_examples
+from ..tasks import EVAL_STREAM, HELDOUT, EncodedTask, encode_for, encode_rows, task_examples
 from ..tasks.pools import save_pool
 from ..tasks.real import get_real_task, is_real
 from .scoring import accuracy_table, common_correct, logit_difference, score_models, score_task
@@ -153,7 +153,7 @@ def variant_logit_diffs(models: dict, data: EncodedTask, variants: dict[str, lis
     for name, rows in variants.items():
         if len(rows) != len(data):
             raise ParameterError(f"variants: {name!r} has {len(rows)} sequences for {len(data)} examples")
-        ids[name] = torch.tensor([encode_words(tokenizer, w) for w in rows], dtype=torch.long)
+        ids[name] = torch.tensor(encode_rows(tokenizer, rows), dtype=torch.long)
     out = []
     for model_name, model in models.items():
         for name, x in ids.items():

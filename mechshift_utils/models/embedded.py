@@ -45,7 +45,7 @@ from .pair import Decoding, ModelPair, is_bidirectional, load_checkpoint, load_t
 from .post_training import CONTROLS, RECIPES, post_train
 from .training import LoopSettings, train_arm, training_threads
 
-CONFIG_VERSION = 2  # bump when the task generators or the recipe change meaning
+CONFIG_VERSION = 3  # bump when the task generators or the recipe change meaning
 RETRAIN_FIX = ("Notebook 01 (./run_all.sh --only 01, with the same -p options) or prepare_embedded_runs trains "
                "that run again")
 DENSE = ("mdm", "arm_continued", "mdm_causal")  # runs saved at every checkpoint step (the others: the last)
@@ -183,6 +183,7 @@ def new_arm(tokenizer, arm: ArmConfig, seed: int) -> GPT2LMHeadModel:
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=arm.n_positions, n_embd=arm.n_embd, n_layer=arm.n_layer,
         n_head=arm.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # no dropout: no RNG in training
+        activation_function="gelu",  # exact GELU: on the CPU about 4x cheaper than GPT-2's tanh form
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.bos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

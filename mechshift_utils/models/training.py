@@ -23,7 +23,7 @@ from tqdm import tqdm  # text bars: visible in run_all.sh logs and in JupyterLab
 
 from ..core.files import file_problem, remove, write_with
 from ..core.seeding import stable_seed
-from ..tasks import TASKS, TRAIN, TRAINING_TASKS, TaskExample, encode_words
+from ..tasks import TASKS, TRAIN, TRAINING_TASKS, TaskExample, encode_rows
 from .fast_forward import gpt2_logits
 
 RESUME_FILE = "resume.pt"
@@ -49,7 +49,7 @@ def task_mixture_batch(tokenizer, batch_size: int, seed: int, stream: str, step:
     right-padded with [PAD]."""
     rng = random.Random(stable_seed(seed, stream, step))
     examples: list[TaskExample] = [TASKS[rng.choice(tasks)].sample(rng, TRAIN) for _ in range(batch_size)]
-    rows = [encode_words(tokenizer, e.full) for e in examples]
+    rows = encode_rows(tokenizer, [e.full for e in examples])
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
@@ -113,8 +113,9 @@ def run_training_loop(model, settings: LoopSettings, run_dir: Path,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
+    # fused: one kernel for all parameters (about 0.6 ms a step on the organism instead of 3.4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.98),
-                                  weight_decay=settings.weight_decay)
+                                  weight_decay=settings.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_at(s, settings.steps, settings.warmup))
     start, log, before = 0, [], 0.0

@@ -26,10 +26,12 @@ def is_word_level(tokenizer) -> bool:
     return backend is not None and type(backend.model).__name__ == "WordLevel"
 
 
-def encode_words(tokenizer, words: list[str]) -> list[int]:
-    """Token ids of a word sequence, one token per word ([BOS]/[MASK] map to the tokenizer's own)."""
-    if is_word_level(tokenizer):  # fast path: a word is its own token
-        vocab = tokenizer.get_vocab()
+def encode_words(tokenizer, words: list[str], vocab: dict[str, int] | None = None) -> list[int]:
+    """Token ids of a word sequence, one token per word ([BOS]/[MASK] map to the tokenizer's own).
+    ``vocab``: the word-level tokenizer's vocabulary when the caller already holds it (reading it is
+    the slow part of encoding one short sequence)."""
+    if vocab is not None or is_word_level(tokenizer):  # fast path: a word is its own token
+        vocab = tokenizer.get_vocab() if vocab is None else vocab
         try:
             return [vocab[w] for w in words]
         except KeyError as err:
@@ -45,3 +47,9 @@ def encode_words(tokenizer, words: list[str]) -> list[int]:
             raise ValueError(f"word {w!r} is not a single known token of this tokenizer (got {piece})")
         ids.append(piece[0])
     return ids
+
+
+def encode_rows(tokenizer, rows: list[list[str]]) -> list[list[int]]:
+    """:func:`encode_words` for many sequences, reading a word-level vocabulary once."""
+    vocab = tokenizer.get_vocab() if is_word_level(tokenizer) else None
+    return [encode_words(tokenizer, words, vocab) for words in rows]
