@@ -66,6 +66,7 @@ equivalence_margin = 0.1  # claim 1: how much more than the null the MDM's circu
 robustness_k_fractions = [0.05, 0.2]  # claim 4: the verdicts recomputed at these circuit sizes
 n_resampled = 100  # claim 4: examples per task and seed in a second pool of fresh prompts (0: none)
 resample_stream = 7919  # claim 4: the second pool's prompts come from held-out stream seed + this
+mdm_decoding_steps = [1]  # claim 4: MDM decoding budgets tried on the second pool beside the default (one slot per step)
 n_exact = 64  # must match notebook 02: the examples its exact edge patching used (0: no exact verdicts)
 
 # %%
@@ -87,6 +88,7 @@ from mechshift_utils.attribution.tracing import (circuit_size, exact_edges_trace
                                                  trace_models)
 from mechshift_utils.core.validation import check_non_negative_int, check_positive_int
 from mechshift_utils.evaluation.accuracy import eval_sets, evaluate_models, pool_indices
+from mechshift_utils.models.pair import Decoding
 from mechshift_utils.notebook import plotting
 from mechshift_utils.notebook.params import NotebookParams, figures_dir_for
 from mechshift_utils.notebook.pipeline import prepare_experiment
@@ -102,6 +104,8 @@ for name, value in (("ig_steps", ig_steps), ("pool_limit", pool_limit), ("n_boot
     check_positive_int(name, value)
 check_non_negative_int("n_exact", n_exact)
 check_non_negative_int("n_resampled", n_resampled)
+for b in mdm_decoding_steps:
+    check_positive_int("mdm_decoding_steps (each)", b)
 rule = VerdictRule(level, min_seed_fraction, equivalence_margin).validate()
 plotting.use_style()
 exp = prepare_experiment(params, artifacts_dir)
@@ -356,10 +360,11 @@ STATS = {"circuit change (1 - Jaccard@K)": "change", "depth-profile distance (TV
          "early-layer share": "early", "early-layer share without m0": "early_wo", "centre of mass": "com"}
 
 
-def claim_rows(scores_by_seed, k, label=""):
-    """Scorecard rows of claims 1 and 2 from per-example scores {seed: {task: {model: tensor}}}."""
+def claim_rows(scores_by_seed, k, label="", task_list=None):
+    """Scorecard rows of claims 1 and 2 from per-example scores {seed: {task: {model: tensor}}} (the tasks
+    of ``task_list``, default every core task)."""
     out = []
-    for t in core:
+    for t in task_list or core:
         n_examples = {s: len(next(iter(scores_by_seed[s][t].values()))) for s in scores_by_seed}
         models = list(next(iter(scores_by_seed.values()))[t])
 
@@ -430,7 +435,12 @@ if n_exact and exp.embedded and len(rows_12):
 #
 # The paper (v5) reports its conclusions robust to the circuit budget K and to prompt
 # resampling. Here: the verdicts at other circuit sizes, and on a second pool of examples
-# drawn from another stream of held-out examples (its circuits traced the same way).
+# drawn from another stream of held-out examples (its circuits traced the same way). The
+# MDM's inference budget: its pool is the examples it answers with its default decoding (one
+# answer slot per step, most confident first); with fewer steps (`mdm_decoding_steps`, e.g.
+# all slots in one step) it answers other examples, so the pool, and the circuits traced on
+# it, can change. Only a task with several answer slots (Countdown) has a budget to vary; a
+# single-slot task is decoded in one step whatever the budget.
 
 # %%
 robust = []
@@ -442,6 +452,7 @@ if len(rows_12):
         # fresh prompts: the same held-out entities, another stream of examples; the pool is again the
         # examples both the ARM and the MDM answer, traced for the models the rows need
         resampled, names_r, sizes = {}, ["arm", "mdm", "arm_continued"], {}
+        by_budget, budget_sizes = {}, []  # the MDM's decoding budget: {steps: {seed: {task: {model: scores}}}}
         for s in tqdm(exp.seeds, desc="second pool (claim 4)"):
             models_r = exp.models(s, names_r)
             data = eval_sets(exp.tokenizer, 2 * n_resampled, s + resample_stream, core,
@@ -455,13 +466,45 @@ if len(rows_12):
                 continue
             label = f"resampled{resample_stream}"
             traced_r = trace_models(models_r, exp.run_dir(s), {f"{t}@{label}": d for t, d in second.items()},
-                                    shift=exp.pair.shift, ig_steps=ig_steps, batch_size=batch_size, progress=False)
+                                    shift=exp.pair.shift, ig_steps=ig_steps, batch_size=batch_size, progress=False,
+                                    ig_rule=ig_rule)
             resampled[s] = {t: {n: traced_r[(n, f"{t}@{label}")].per_example for n in names_r} for t in core}
+            multi = [t for t in core if data[t].answer_positions.shape[1] > 1]  # tasks with a budget to vary
+            for b in mdm_decoding_steps if multi else []:
+                scored_b, _ = evaluate_models({"mdm": models_r["mdm"]}, {"mdm": Decoding("confidence", steps=b)},
+                                              {t: data[t] for t in multi}, exp.tokenizer, exp.pair.shift,
+                                              progress=False)
+                scored_b = pd.concat([scored[scored.model != "mdm"], scored_b], ignore_index=True)
+                pool_b = {t: data[t].subset(pool_indices(scored_b, data[t], n_resampled)) for t in multi}
+                budget_sizes.append({"seed": s, "mdm_steps": b, **{t: len(d) for t, d in pool_b.items()},
+                                     **{f"{t} (default)": sizes[s][t] for t in multi},
+                                     **{f"{t} shared with default": len(set(map(tuple, pool_b[t].full_ids.tolist()))
+                                                                         & set(map(tuple, second[t].full_ids.tolist())))
+                                        for t in multi}})
+                if min(len(d) for d in pool_b.values()) < 2:
+                    continue
+                label_b = f"{label}-mdm{b}steps"
+                traced_b = trace_models(models_r, exp.run_dir(s), {f"{t}@{label_b}": d for t, d in pool_b.items()},
+                                        shift=exp.pair.shift, ig_steps=ig_steps, batch_size=batch_size,
+                                        progress=False, ig_rule=ig_rule)
+                by_budget.setdefault(b, {})[s] = {t: {n: traced_b[(n, f"{t}@{label_b}")].per_example
+                                                      for n in names_r} for t in multi}
         print(f"second pool sizes (of {2 * n_resampled} fresh held-out prompts per task and seed): {sizes}")
         if len(resampled) < len(exp.seeds):  # barely trained models (smoke runs)
             print("a second pool has fewer than 2 examples: no verdicts from it")
         else:
             robust.append(claim_rows(resampled, K).assign(setting=f"second pool (K = {K}, fresh prompts)"))
+        if budget_sizes:
+            print("the MDM's decoding budget: pool sizes on the second pool's prompts, and how many of them the "
+                  "default budget's pool also holds")
+            display(pd.DataFrame(budget_sizes))
+        for b, by_seed in by_budget.items():
+            if len(by_seed) < len(exp.seeds):
+                print(f"MDM decoding in {b} step(s): a pool has fewer than 2 examples; no verdicts")
+                continue
+            multi = list(next(iter(by_seed.values())))
+            robust.append(claim_rows(by_seed, K, task_list=multi).assign(
+                setting=f"second pool, MDM decoding in {b} step(s) (K = {K})"))
     robust = pd.concat([rows_12.assign(setting=f"K = {K} (main)"), *robust], ignore_index=True)
     table = robust.pivot_table(index=["task", "statistic"], columns="setting", values="verdict", aggfunc="first")
     display(table)

@@ -50,6 +50,13 @@ def test_encoding_keeps_one_token_per_word(examples, tokenizer):
     assert tokenizer.unk_token_id not in data.full_ids
 
 
+def test_encoding_many_rows_reads_the_vocabulary_once_and_agrees(examples, tokenizer):
+    rows = [e.full for e in examples[:5]]
+    assert tasks.encode_rows(tokenizer, rows) == [tasks.encode_words(tokenizer, r) for r in rows]
+    with pytest.raises(ValueError, match="not in this tokenizer"):
+        tasks.encode_rows(tokenizer, [["no-such-word"]])
+
+
 def test_regimes():
     assert {t.regime for t in tasks.TASKS.values()} == {tasks.PREFIX_DOMINANT, tasks.GLOBALLY_CONSTRAINED}
     assert tasks.get_task("ioi").regime == tasks.get_task("greater_than").regime == tasks.PREFIX_DOMINANT
