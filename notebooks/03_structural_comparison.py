@@ -66,7 +66,7 @@ equivalence_margin = 0.1  # claim 1: how much more than the null the MDM's circu
 robustness_k_fractions = [0.05, 0.2]  # claim 4: the verdicts recomputed at these circuit sizes
 n_resampled = 100  # claim 4: examples per task and seed in a second pool of fresh prompts (0: none)
 resample_stream = 7919  # claim 4: the second pool's prompts come from held-out stream seed + this
-mdm_decoding_steps = [1]  # claim 4: MDM decoding budgets tried on the second pool beside the default (one slot per step)
+mdm_decoding_steps = [1, 2]  # claim 4: MDM decoding budgets tried on the second pool beside the default (one slot per step)
 n_exact = 64  # must match notebook 02: the examples its exact edge patching used (0: no exact verdicts)
 
 # %%
