@@ -108,8 +108,9 @@ def test_logits_term_scales_with_vocab_positions_batch_and_ig_batch(arch, dtype_
 
 
 def test_activation_units_by_hand():
-    # GPT-2: 4 d-wide tensors, the fused q/k/v (3) and the tanh-GELU's 4 tensors of width 4d
+    # GPT-2: 4 d-wide tensors, the fused q/k/v (3) and gelu_new's 4 tensors of width 4d; one F.gelu: 1
     assert activation_units(GPT2_SMALL, 4) == 4 + 3 + 16 == 23
+    assert activation_units(GPT2_SMALL, 4, mlp_saved=1) == 4 + 3 + 4 == 11
     # Qwen2 float32, I = 3d, 8 query and 2 key-value heads: 3 + 12/8 + 9; bfloat16 adds the RMSNorms'
     # float32 copies of their inputs, 2 units each
     tiny = Arch("llama", 8, 8, 2, 512, 64)
@@ -118,11 +119,21 @@ def test_activation_units_by_hand():
     assert activation_units(QWEN25_7B, 2, 18944) == pytest.approx(3 + 36 * 128 / 3584 + 3 * 18944 / 3584 + 4)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "qwen2"])
+@pytest.mark.parametrize("name", ["gpt2", "gpt2:gelu_new", "gpt2:gelu_pytorch_tanh", "qwen2"])
 def test_activation_units_are_what_autograd_saves(micro_models, name):
     """Count the storages autograd saves in one plain forward with frozen weights (the weights' own left
-    out), as D_WIDE_SAVED's comment was counted, against the estimate's units."""
+    out), as D_WIDE_SAVED's comment was counted, against the estimate's units: the embedded GPT-2 (exact
+    GELU), GPT-2's own gelu_new (written out op by op) and the fused tanh form, and Qwen2."""
+    name, _, activation = name.partition(":")
     model = micro_models[name]
+    if activation:
+        import copy
+
+        from transformers import GPT2LMHeadModel
+
+        config = copy.deepcopy(model.config)
+        config.activation_function = activation
+        model = GPT2LMHeadModel(config).eval()
     arch, sizes = arch_of(model), model_sizes(model)
     b, p = 3, 16
     params = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
@@ -147,7 +158,8 @@ def test_activation_units_are_what_autograd_saves(micro_models, name):
     unit = b * p * arch.d_model * 4
     # the attention's per-head statistics ([b, heads, p] logsumexp) are a visible share at width 32
     big = sum(v for v in seen.values() if v >= unit // 4)
-    counted = activation_units(arch, 4, sizes["d_mlp"]) * arch.n_layers + MODEL_UNITS[arch.family]
+    counted = (activation_units(arch, 4, sizes["d_mlp"], sizes.get("mlp_saved")) * arch.n_layers
+               + MODEL_UNITS[arch.family])
     assert big / unit == pytest.approx(counted, rel=0.1)
 
 

@@ -84,8 +84,10 @@ BFLOAT16 = 2
 # T * d_model * dtype bytes, counted with torch.autograd.graph.saved_tensors_hooks on plain Hugging Face
 # models (transformers 5, SDPA attention; storages of the weights left out):
 #   GPT-2: the fused q/k/v output (n_qkv * head_dim / d = 3), 4 d-wide tensors (counted, among them
-#     the block's input, the attention output and the residual after attention), and the tanh-GELU's
-#     input, tanh, 0.5 * x and 1 + tanh (4 x I/d): 23 for I = 4d.
+#     the block's input, the attention output and the residual after attention), and what the MLP's
+#     activation keeps: transformers' "gelu_new" is written out op by op and keeps its input, tanh,
+#     0.5 * x and 1 + tanh (4 x I/d: 23 for I = 4d, GPT-2's own); "gelu" (the embedded organism's)
+#     and "gelu_pytorch_tanh" are one F.gelu that keeps its input (1 x I/d: 11).
 #   Llama family: the block's input, q and k after the rotary embedding and v (n_qkv * head_dim / d),
 #     the attention output and the residual after attention (3 d-wide), SwiGLU's gate output, SiLU's
 #     output and the up projection (3 x I/d); a model that is not float32 also saves each RMSNorm's
@@ -94,7 +96,9 @@ BFLOAT16 = 2
 # Measured GPT-2 (1 and 2 layers): 25.0 and 24.5 units per layer; Qwen2: 14.6 and 14.1 (the model's
 # own, MODEL_UNITS, shared over the layers).
 D_WIDE_SAVED = {"gpt2": 4, "llama": 3}
-MLP_SAVED = {"gpt2": 4, "llama": 3}  # I-wide tensors saved by the MLP's activation
+MLP_SAVED = {"gpt2": 4, "llama": 3}  # I-wide tensors saved by the MLP's activation (GPT-2: gelu_new's)
+# GPT-2 activations other than gelu_new that keep only their input (one F.gelu call)
+ONE_SAVED_ACTIVATIONS = ("gelu", "gelu_pytorch_tanh")
 # Saved once per model: the embedding sum (GPT-2: token + position), the final norm's input and output.
 MODEL_UNITS = {"gpt2": 3, "llama": 1}
 
@@ -160,25 +164,32 @@ def weight_copy_bytes(arch: Arch, dtype_bytes: int) -> int:
 
 def model_sizes(model) -> dict:
     """The options of :func:`attribution_bytes` that the Hugging Face model fixes: ``dtype_bytes``,
-    ``vocab_size`` and ``d_mlp`` (``intermediate_size``, or GPT-2's ``n_inner``, 4 x d when unset)."""
+    ``vocab_size``, ``d_mlp`` (``intermediate_size``, or GPT-2's ``n_inner``, 4 x d when unset) and
+    ``mlp_saved`` (what the MLP's activation keeps for the backward, see MLP_SAVED)."""
     hf = getattr(model, "_model", model)
     config = hf.config
     d_mlp = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
     if not d_mlp:
         d_mlp = 4 * (getattr(config, "hidden_size", None) or config.n_embd)
-    return {"dtype_bytes": next(hf.parameters()).element_size(), "vocab_size": int(config.vocab_size),
-            "d_mlp": int(d_mlp)}
+    sizes = {"dtype_bytes": next(hf.parameters()).element_size(), "vocab_size": int(config.vocab_size),
+             "d_mlp": int(d_mlp)}
+    if getattr(config, "activation_function", None) in ONE_SAVED_ACTIVATIONS:  # GPT-2 with one F.gelu
+        sizes["mlp_saved"] = 1
+    return sizes
 
 
-def activation_units(arch: Arch, dtype_bytes: int, d_mlp: int | None = None) -> float:
+def activation_units(arch: Arch, dtype_bytes: int, d_mlp: int | None = None, mlp_saved: int | None = None
+                     ) -> float:
     """What autograd saves per layer in one forward pass with frozen weights, in tensors of
     [tokens, d_model] in the model's dtype (see D_WIDE_SAVED). ``d_mlp``: the MLP width (4 x d_model
-    when None, GPT-2's)."""
+    when None, GPT-2's). ``mlp_saved``: I-wide tensors the MLP's activation keeps (None: the family's
+    usual, MLP_SAVED)."""
     d = arch.d_model
     mlp = (d_mlp or 4 * d) / d
     qkv = arch.n_qkv * arch.head_dim / d
     norm_copies = 2 * FLOAT32 / dtype_bytes if arch.family == "llama" and dtype_bytes < FLOAT32 else 0
-    return D_WIDE_SAVED[arch.family] + qkv + MLP_SAVED[arch.family] * mlp + norm_copies
+    kept = MLP_SAVED[arch.family] if mlp_saved is None else mlp_saved
+    return D_WIDE_SAVED[arch.family] + qkv + kept * mlp + norm_copies
 
 
 def saved_for_scoring_bytes(arch: Arch, tokens: int, dtype_bytes: int) -> int:
@@ -200,19 +211,21 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
                       dtype_bytes: int = BFLOAT16, per_example: bool = True, *, vocab_size: int = 0,
                       ablation: str = "patching", ig_steps: int = 8,
                       gc_lag_batches: int = GC_LAG_BATCHES, d_mlp: int | None = None,
-                      by_region: bool = False) -> dict[str, int]:
+                      by_region: bool = False, mlp_saved: int | None = None) -> dict[str, int]:
     """Estimated bytes an ``attribute(..., method="eap-ig")`` batch needs beside the model weights.
 
     ``dtype_bytes``: the model's (2 for bfloat16, 4 for float32). ``vocab_size``: counts the
     logits and their gradient (0 leaves them out). ``ig_steps`` / ``ig_batch``: the number of
     gradient passes per batch and the IG points stacked in each. ``d_mlp``: the MLP width (None:
-    4 x d_model). ``by_region``: as :func:`~mechshift_utils.attribution.engine.attribute`'s.
-    :func:`model_sizes` gives ``dtype_bytes``, ``vocab_size`` and ``d_mlp`` of a model. Returns
+    4 x d_model); ``mlp_saved``: see :func:`activation_units`. ``by_region``: as :func:`~mechshift_utils.attribution.engine.attribute`'s.
+    :func:`model_sizes` gives ``dtype_bytes``, ``vocab_size``, ``d_mlp`` (and ``mlp_saved``) of a model. Returns
     every term of the module docstring, the three phase peaks and ``total`` (device memory:
     ``per_example_host`` is host memory and not in it), all in bytes.
     """
     _check(arch, positions, batch_size, ig_batch, dtype_bytes, per_example, vocab_size, ablation, ig_steps,
            gc_lag_batches, d_mlp, by_region)
+    if mlp_saved is not None:
+        check_non_negative_int("mlp_saved", mlp_saved)
     n_up, n_down = graph_sizes(arch)
     b, p, d, layers = batch_size, positions, arch.d_model, arch.n_layers
     points = min(ig_batch, ig_steps)  # IG points per pass: the engine never stacks more than ig_steps
@@ -242,7 +255,7 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
         "build": build_phase - buffer,
         "scores": 2 * score + n_up * n_down * (FLOAT32 + 1) + mean,
         "inputs": (2 * b + seqs) * p * d * FLOAT32 + (seqs * p * d * dtype_bytes if dtype_bytes < FLOAT32 else 0),
-        "activations": (activation_units(arch, dtype_bytes, d_mlp) * layers + MODEL_UNITS[arch.family])
+        "activations": (activation_units(arch, dtype_bytes, d_mlp, mlp_saved) * layers + MODEL_UNITS[arch.family])
         * tokens * d * dtype_bytes + kept_gradient_bytes(arch, tokens, dtype_bytes)
         + 2 * tokens * vocab_size * dtype_bytes,
         "saved_for_scoring": saved,
