@@ -217,8 +217,9 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
     ``dtype_bytes``: the model's (2 for bfloat16, 4 for float32). ``vocab_size``: counts the
     logits and their gradient (0 leaves them out). ``ig_steps`` / ``ig_batch``: the number of
     gradient passes per batch and the IG points stacked in each. ``d_mlp``: the MLP width (None:
-    4 x d_model); ``mlp_saved``: see :func:`activation_units`. ``by_region``: as :func:`~mechshift_utils.attribution.engine.attribute`'s.
-    :func:`model_sizes` gives ``dtype_bytes``, ``vocab_size``, ``d_mlp`` (and ``mlp_saved``) of a model. Returns
+    4 x d_model); ``mlp_saved``: see :func:`activation_units`. ``by_region``: as
+    :func:`~mechshift_utils.attribution.engine.attribute`'s. :func:`model_sizes` gives ``dtype_bytes``,
+    ``vocab_size``, ``d_mlp`` (and ``mlp_saved``) of a model. Returns
     every term of the module docstring, the three phase peaks and ``total`` (device memory:
     ``per_example_host`` is host memory and not in it), all in bytes.
     """
@@ -255,9 +256,9 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
         "build": build_phase - buffer,
         "scores": 2 * score + n_up * n_down * (FLOAT32 + 1) + mean,
         "inputs": (2 * b + seqs) * p * d * FLOAT32 + (seqs * p * d * dtype_bytes if dtype_bytes < FLOAT32 else 0),
-        "activations": (activation_units(arch, dtype_bytes, d_mlp, mlp_saved) * layers + MODEL_UNITS[arch.family])
-        * tokens * d * dtype_bytes + kept_gradient_bytes(arch, tokens, dtype_bytes)
-        + 2 * tokens * vocab_size * dtype_bytes,
+        "activations": (activation_units(arch, dtype_bytes, d_mlp, mlp_saved) * layers
+                        + MODEL_UNITS[arch.family]) * tokens * d * dtype_bytes
+        + kept_gradient_bytes(arch, tokens, dtype_bytes) + 2 * tokens * vocab_size * dtype_bytes,
         "saved_for_scoring": saved,
         "norm_vjp": NORM_VJP_COPIES[arch.family] * stack,
         # at the product: the cotangents, the folded gradient and its matrix-layout copy

@@ -1,11 +1,12 @@
 """GPT-2's forward pass written as plain tensor operations over the model's own parameters, for
 training the embedded organism.
 
-It computes what ``GPT2LMHeadModel(input_ids, attention_mask=...)`` computes (tests/test_training.py
-checks the logits against it, causal and with an additive attention mask) without the module
-machinery around it: on the small organism that machinery, not arithmetic, is a fifth of a training
-step on the CPU. Attention is written out (scores, softmax, weighted sum as batched products): at the
-organism's 23 positions this is faster on the CPU than the fused attention kernel. Training only runs here; every checkpoint is a plain ``GPT2LMHeadModel`` again, and
+It computes what ``GPT2LMHeadModel(input_ids, attention_mask=...)`` computes (tests/test_organism.py
+checks the logits against it, causal and with an additive attention mask, for the exact and the tanh
+GELU) without the module machinery around it: on the small organism that machinery, not arithmetic,
+is a fifth of a training step on the CPU. Attention is written out (scores, softmax, weighted sum as
+batched products): at the organism's 23 positions this is faster on the CPU than the fused attention
+kernel. Training only runs here; every checkpoint is a plain ``GPT2LMHeadModel`` again, and
 evaluation and attribution use the model itself.
 """
 from __future__ import annotations
