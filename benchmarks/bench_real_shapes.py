@@ -50,6 +50,7 @@ import gc
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -287,7 +288,7 @@ def bench_shape(shape: str, args, device: torch.device) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     data = random_task(vocab, args.examples, args.positions, args.seed)
     chosen = args.batch_size == 0
-    options = dict(model_sizes(model), ig_steps=args.ig_steps)
+    options = dict(model_sizes(model), ig_steps=args.ig_steps, sum_passes=device.type == "cpu")  # as the engine
     batch = (choose_batch_size(arch, args.positions, device, args.ig_batch, max_batch=args.examples, **options)
              if chosen else args.batch_size)
 
@@ -298,10 +299,12 @@ def bench_shape(shape: str, args, device: torch.device) -> dict:
     load_before = os.getloadavg()[0]
     with PeakMemory(device) as mem:
         eap_times = [seconds(lambda: eap_ig_run(model, data, args, batch), device)]
-    eap_times += [seconds(lambda: eap_ig_run(model, data, args, batch), device) for _ in range(args.repeats - 1)]
-    floor_times = [seconds(lambda: floor_run(model, data, args, batch, device), device) for _ in range(args.repeats)]
+    floor_times = [seconds(lambda: floor_run(model, data, args, batch, device), device)]
+    for _ in range(args.repeats - 1):  # interleaved rounds: a change of machine load hits both alike
+        eap_times.append(seconds(lambda: eap_ig_run(model, data, args, batch), device))
+        floor_times.append(seconds(lambda: floor_run(model, data, args, batch, device), device))
     load_after = os.getloadavg()[0]
-    t_eap, t_floor = sorted(eap_times)[len(eap_times) // 2], sorted(floor_times)[len(floor_times) // 2]
+    t_eap, t_floor = statistics.median(eap_times), statistics.median(floor_times)
     est = attribution_bytes(arch, args.positions, batch, args.ig_batch, **options)
     est_no_lag = attribution_bytes(arch, args.positions, batch, args.ig_batch, **{**options, "gc_lag_batches": 0})
 

@@ -149,6 +149,56 @@ def test_faithfulness_probe_reuses_its_ablated_runs(micro_arm, ioi):
     assert k is not None and k <= 7
     at = curve.set_index("k").faithfulness
     assert at[k] >= level and (k - 1 not in at.index or at[k - 1] < level)
+    bisection, _ = minimal_circuit(micro_arm, ioi, res, levels=(level,), batch_size=5, ways=2)
+    if curve.sort_values("k").faithfulness.is_monotonic_increasing:  # then every search finds the same k
+        assert bisection[level] == k
+    with pytest.raises(ParameterError, match="ways: expected an integer >= 2"):
+        minimal_circuit(micro_arm, ioi, res, levels=(level,), ways=1)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_summing_the_gradients_over_passes_gives_the_same_scores(arch, micro_models, countdown):
+    """sum_passes: the IG passes' gradients added up and dotted with delta once = one product per pass,
+    per example, per edge and per position group."""
+    model = set_bidirectional(micro_models[arch], True)
+    runs = {flag: attribute(model, countdown, method="eap-ig", ig_steps=6, ig_batch=2, by_region=True,
+                            per_example=True, progress=False, sum_passes=flag) for flag in (True, False)}
+    a, b = runs[True], runs[False]
+    scale = b.per_example.abs().max().item()
+    assert scale > 0
+    for got, want in ((a.per_example, b.per_example), (a.edge_scores, b.edge_scores),
+                      (a.region_edge_scores, b.region_edge_scores)):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_several_patterns_in_one_pass_equal_one_pass_each(arch, micro_models, countdown):
+    """patched_metric with [G, n_up, n_down] patterns (the batch run G times in one pass) and
+    patched_metrics split into passes by a memory budget give each pattern's single-pass numbers."""
+    from mechshift_utils.attribution.engine import ablated_batch, read_out_positions
+    from mechshift_utils.attribution.metrics import logit_diff
+    from mechshift_utils.attribution.runner import runner_for
+
+    model = set_bidirectional(micro_models[arch], True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # effects large enough to tell patterns apart (a fresh model per test)
+    runner = runner_for(model)
+    g = runner.graph
+    idx = torch.arange(len(countdown))
+    read, metric = read_out_positions(countdown)[idx], logit_diff(countdown)
+    _, abl, _, _ = ablated_batch(runner, countdown, idx, read, "patching", None, metric)
+    gen = torch.Generator().manual_seed(0)
+    patterns = torch.stack([g.valid & (torch.rand(g.valid.shape, generator=gen) < f)
+                            for f in (0.0, 0.1, 0.3, 0.6, 1.0)])
+    one_each = torch.stack([runner.patched_metric(countdown.clean_ids, read, idx, metric, abl, p) for p in patterns])
+    together = runner.patched_metric(countdown.clean_ids, read, idx, metric, abl, patterns)
+    per_pattern = 3 * countdown.clean_ids.numel() * len(g.upstream) * runner.arch.d_model * 4
+    assert runner.patterns_per_pass(countdown.clean_ids, 5, 2 * per_pattern) == 2
+    split = runner.patched_metrics(countdown.clean_ids, read, idx, metric, abl, list(patterns), 2 * per_pattern)
+    assert together.shape == split.shape == (5, len(countdown))
+    assert one_each[1:].sub(one_each[0]).abs().max() > 1e-2  # the patterns do differ
+    assert torch.allclose(together, one_each, atol=1e-5) and torch.allclose(split, one_each, atol=1e-5)
 
 
 def test_ablating_components(micro_arm, ioi):
@@ -235,7 +285,7 @@ def test_stacking_ig_points_changes_nothing(micro_arm, ioi):
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_stacked_norm_vjp_matches_autograd_per_cotangent(arch, micro_arm, tiny_llama_and_qwen):
+def test_norm_vjp_matches_autograd_per_cotangent(arch, micro_arm, tiny_llama_and_qwen):
     model = micro_arm if arch == "gpt2" else tiny_llama_and_qwen["llama"]
     a = arch_of(model)
     norm = a.attn_norm(model, 1)
@@ -243,11 +293,14 @@ def test_stacked_norm_vjp_matches_autograd_per_cotangent(arch, micro_arm, tiny_l
         norm.weight.uniform_(0.5, 1.5)  # not the identity, so the weight matters
     x = torch.randn(2, 5, a.d_model)
     cot = torch.randn(2, 5, 3, a.d_model)
-    got = norm_vjp(a.norm_fn(norm), x, cot)
+    got = norm_vjp(a.norm_fn(norm), x, cot)  # the closed form
+    stacked = norm_vjp(lambda z: a.norm_fn(norm)(z), x, cot)  # a plain function: autograd on a stacked x
+    assert a.norm_fn(norm).kind == ("layer" if arch == "gpt2" else "rms")
     for j in range(3):
         xx = x.clone().requires_grad_(True)
         (a.norm_fn(norm)(xx) * cot[:, :, j]).sum().backward()
         assert torch.allclose(got[:, :, j], xx.grad, atol=1e-5)
+        assert torch.allclose(stacked[:, :, j], xx.grad, atol=1e-5)
 
 
 def test_attribution_leaves_the_model_untouched(micro_arm, ioi):

@@ -179,8 +179,11 @@ def test_choose_batch_size_gpt2_on_the_cpu_fits_and_the_next_does_not(monkeypatc
     for ig_batch in (1, 4):
         b = choose_batch_size(GPT2_SMALL, 64, "cpu", ig_batch=ig_batch, **options)
         budget = 0.8 * 3e9
-        assert attribution_bytes(GPT2_SMALL, 64, b, ig_batch, **options)["total"] <= budget
-        assert attribution_bytes(GPT2_SMALL, 64, b + 1, ig_batch, **options)["total"] > budget
+        summed = {**options, "sum_passes": True}  # what the engine does on the CPU
+        assert attribution_bytes(GPT2_SMALL, 64, b, ig_batch, **summed)["total"] <= budget
+        assert attribution_bytes(GPT2_SMALL, 64, b + 1, ig_batch, **summed)["total"] > budget
+        assert attribution_bytes(GPT2_SMALL, 64, b, ig_batch, **summed)["ig_sum"] > 0
+        assert choose_batch_size(GPT2_SMALL, 64, "cpu", ig_batch=ig_batch, **{**options, "sum_passes": False}) >= b
     # the logits count: without them the same memory would seem to hold more
     assert choose_batch_size(GPT2_SMALL, 64, "cpu", ig_batch=4, **{**options, "vocab_size": 0}) > b
 
@@ -328,3 +331,21 @@ def test_weight_copies_are_the_runners(micro_models):
     copies += sum(t.numel() * t.element_size() for w, bias in runner.w_qkv for t in (w, bias) if t is not None)
     bias = sum(bias.numel() * bias.element_size() for _, bias in runner.w_qkv if bias is not None)
     assert copies - bias == weight_copy_bytes(arch_of(model), 2)
+
+
+def test_ig_sum_term_is_what_the_engine_accumulates(qwen_and_data):
+    model, data = qwen_and_data
+    runner = runner_for(model)
+    arch = arch_of(model)
+    b, positions = len(data), data.clean_ids.shape[1]
+    idx, read = torch.arange(b), data.answer_positions[:, 0] - 1
+    n_up, _ = graph_sizes(arch)
+    delta = torch.zeros(b, n_up, positions, arch.d_model)
+    emb = torch.randn(2 * b, positions, arch.d_model)
+    summed = []
+    assert runner.gradient_scores(data.clean_ids[idx], read, idx, logit_diff(data), delta, emb, 2,
+                                  accumulate=summed) is None
+    held = sum(t.numel() * t.element_size() for _, _, t in summed)
+    assert held == attribution_bytes(arch, positions, b, 2, dtype_bytes=4, ig_steps=4, sum_passes=True)["ig_sum"]
+    # one pass per batch: nothing to sum
+    assert attribution_bytes(arch, positions, b, 2, dtype_bytes=4, ig_steps=2, sum_passes=True)["ig_sum"] == 0

@@ -61,8 +61,8 @@ def ablate_components(model, data: EncodedTask, groups: dict[str, list[str]], ab
             abl = runner.node_outputs(data.clean_ids[idx.roll(-1)])
         else:
             _, abl, clean, _ = ablated_batch(runner, data, idx, read, ablation, mean_acts, both)
-        for label, patch in patches.items():
-            ablated = runner.patched_metric(data.clean_ids[idx], read, idx, both, abl, patch)
+        ablated_all = runner.patched_metrics(data.clean_ids[idx], read, idx, both, abl, list(patches.values()))
+        for label, ablated in zip(patches, ablated_all):  # every group's pass shares the batch's clean run
             out.append(pd.DataFrame({"group": label, "example": idx.numpy(),
                                      "metric_clean": clean[:, 0].numpy(), "metric_ablated": ablated[:, 0].numpy(),
                                      "accuracy_clean": clean[:, 1].numpy(),

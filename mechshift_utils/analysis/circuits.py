@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..attribution.engine import Attribution, ablated_batch, batch_indices, mean_activations, read_out_positions
 from ..attribution.metrics import Metric, logit_diff
 from ..attribution.runner import runner_for
+from ..core.validation import ParameterError
 from ..tasks import EncodedTask
 
 
@@ -72,11 +73,12 @@ class FaithfulnessProbe:
         patches = {k: g.valid & ~g.top_edges(scores, k) for k in ks}  # validates every k before any work
         sums = {k: 0.0 for k in ks}
         bar = tqdm(total=len(self.batches) * len(ks), desc="faithfulness", disable=not progress, mininterval=2.0)
-        for idx, read, abl in self._batches():
-            for k in ks:
-                sums[k] += float(self.runner.patched_metric(self.data.clean_ids[idx], read, idx, self.metric, abl,
-                                                            patches[k]).sum())
-                bar.update(1)
+        for idx, read, abl in self._batches():  # several k per forward pass (runner.patched_metrics)
+            metrics = self.runner.patched_metrics(self.data.clean_ids[idx], read, idx, self.metric, abl,
+                                                  [patches[k] for k in ks])
+            for k, m in zip(ks, metrics):
+                sums[k] += float(m.sum())
+            bar.update(len(ks))
         bar.close()
         n = len(self.data)
         return pd.DataFrame([{"k": k, "fraction": k / g.n_edges, "metric": sums[k] / n, "metric_full": self.m_full,
@@ -103,26 +105,32 @@ def log_k_grid(n_edges: int, points: int = 16) -> list[int]:
 
 
 def minimal_circuit(model, data: EncodedTask, attribution: Attribution, levels=(0.8, 0.9), points: int = 16,
-                    batch_size: int = 64, shift: bool = True) -> tuple[dict[float, int | None], pd.DataFrame]:
+                    batch_size: int = 64, shift: bool = True, ways: int = 8) -> tuple[dict[float, int | None],
+                                                                                   pd.DataFrame]:
     """The smallest top-k circuit reaching each faithfulness level (None: no k does), and the curve it
-    was read from: faithfulness on a log-spaced grid of k, then bisection between the last k below a
-    level and the first at or above it (faithfulness is taken as increasing in k between them)."""
+    was read from: faithfulness on a log-spaced grid of k, then a search between the last k below a
+    level and the first at or above it (faithfulness is taken as increasing in k between them): each
+    round measures ``ways - 1`` evenly spaced k in one forward pass per batch and keeps the interval
+    between the last below the level and the first at or above it (``ways = 2`` is bisection; every
+    ``ways`` finds the same k when faithfulness increases in k)."""
+    if not isinstance(ways, int) or ways < 2:
+        raise ParameterError(f"ways: expected an integer >= 2, got {ways!r}")
     n = attribution.graph.n_edges
     probe = FaithfulnessProbe(model, data, attribution, batch_size=batch_size, shift=shift)
     curve = probe.curve(log_k_grid(n, points))
     found = {}
     for level in levels:
-        above = curve[curve.faithfulness >= level]
-        if above.empty:
-            found[level] = None
-            continue
-        hi = int(above.k.iloc[0])
-        below = curve[curve.k < hi]
-        lo = int(below.k.iloc[-1]) if len(below) else 0
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            point = probe.curve([mid])
-            curve = pd.concat([curve, point], ignore_index=True)
-            lo, hi = (lo, mid) if point.faithfulness.iloc[0] >= level else (mid, hi)
-        found[level] = hi
+        while True:
+            above = curve[curve.faithfulness >= level].sort_values("k")
+            if above.empty:
+                found[level] = None
+                break
+            hi = int(above.k.iloc[0])
+            below = curve[curve.k < hi].sort_values("k")
+            lo = int(below.k.iloc[-1]) if len(below) else 0
+            if hi - lo <= 1:
+                found[level] = hi
+                break
+            mids = sorted({lo + (hi - lo) * i // ways for i in range(1, ways)} - {lo, hi})
+            curve = pd.concat([curve, probe.curve(mids)], ignore_index=True)
     return found, curve.sort_values("k").drop_duplicates("k").reset_index(drop=True)

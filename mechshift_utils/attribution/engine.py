@@ -173,7 +173,7 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
               ig_steps: int = 8, metric: Metric | None = None, batch_size: int = 32, shift: bool = True,
               per_example: bool = False, progress: bool = True, exact_edges: bool = True,
               ig_batch: int | None = 4, by_region: bool = False, ig_rule: str = "midpoint",
-              mean_acts: torch.Tensor | None = None) -> Attribution:
+              mean_acts: torch.Tensor | None = None, sum_passes: bool | None = None) -> Attribution:
     """Score every edge (and node) of the model's graph on the task data; see the module docstring.
 
     ``ig_rule`` (eap-ig): where the ``ig_steps`` points lie on the line from the ablated to the
@@ -193,11 +193,20 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     ``mean_acts`` (``ablation="mean"`` only): the mean activations [pos, n_up, d_model] to ablate to,
     instead of the mean over ``data`` (mechshift_utils.attribution.distributed passes the mean over
     every process's shard).
+    ``sum_passes`` (eap-ig with several passes per batch): add up the gradients at every destination
+    over the passes and dot them with the activation differences once, instead of once per pass
+    (the scores are linear in the gradients: the same numbers up to float rounding). It keeps one
+    more float32 tensor per destination group, [batch, pos, n, d_model]
+    (mechshift_utils.attribution.memory's ``ig_sum``), for fewer matrix products: None (default) does
+    it on the CPU, where the products are a large share of the time, and not on a GPU, where memory
+    bounds the batch.
     """
     check_arguments(data, method, ablation, ig_steps, batch_size, ig_rule, by_region, ig_batch)
     runner = runner_for(model, shift)
     g = runner.graph
     metric = metric or logit_diff(data)
+    if sum_passes is None:
+        sum_passes = runner.device.type == "cpu"
     n = len(data)
     read_all = read_out_positions(data, shift)
     batches = batch_indices(n, batch_size)
@@ -229,15 +238,27 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
         m_ablated.append(all_ablated)
         if method == "exact":
             scores = torch.zeros(len(idx), len(g.upstream), len(g.downstream))
-            for u, v in (g.valid.nonzero().tolist() if exact_edges else []):
-                one = none.clone()
-                one[u, v] = True
-                scores[:, u, v] = runner.patched_metric(ids, read, idx, metric, abl, one) - base
-                bar.update(1)
-            for u in range(len(g.upstream)):
-                node_sum[u] += (runner.patched_metric(ids, read, idx, metric, abl, g.valid & (
-                    torch.arange(len(g.upstream))[:, None] == u)) - base).sum()
-                bar.update(1)
+            edges = g.valid.nonzero() if exact_edges else torch.zeros(0, 2, dtype=torch.long)
+            nodes = torch.arange(len(g.upstream))
+            # one pattern per edge (that edge alone), then one per upstream node (all its edges), several
+            # patterns per forward pass (runner.patched_metrics)
+            n_pat = len(edges) + len(nodes)
+            chunk = runner.patterns_per_pass(ids, n_pat)
+            for first in range(0, n_pat, chunk):
+                todo = range(first, min(first + chunk, n_pat))
+                patterns = none[None].repeat(len(todo), 1, 1)
+                for j, t in enumerate(todo):
+                    if t < len(edges):
+                        patterns[j, edges[t, 0], edges[t, 1]] = True
+                    else:
+                        patterns[j] = g.valid & (nodes[:, None] == t - len(edges))
+                effect = runner.patched_metric(ids, read, idx, metric, abl, patterns) - base  # [chunk, b]
+                for j, t in enumerate(todo):
+                    if t < len(edges):
+                        scores[:, edges[t, 0], edges[t, 1]] = effect[j]
+                    else:
+                        node_sum[t - len(edges)] += effect[j].sum()
+                bar.update(len(todo))
             scores = scores.to(runner.device)
         else:
             emb_clean, emb_base = clean[:, :, 0].clone(), abl[:, :, 0].clone()
@@ -253,12 +274,19 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
             else:
                 per_pass = ig_batch or ig_steps
                 points = ig_points(ig_steps, ig_rule)
+                summed = [] if sum_passes and per_pass < ig_steps else None
                 for first in range(0, ig_steps, per_pass):
                     alphas = points[first:first + per_pass]
                     emb = emb_base[None] + alphas[:, None, None, None] * (emb_clean - emb_base)[None]
-                    scores += runner.gradient_scores(ids, read, idx, metric, delta, emb.flatten(0, 1), len(alphas),
-                                                     masks=masks, into=region_sum, weight=1 / ig_steps)
+                    part = runner.gradient_scores(ids, read, idx, metric, delta, emb.flatten(0, 1), len(alphas),
+                                                  masks=masks, into=region_sum, weight=1 / ig_steps,
+                                                  accumulate=summed)
+                    if part is not None:
+                        scores += part
                     bar.update(len(alphas))
+                if summed is not None:  # the gradients of every pass summed: one set of products
+                    scores += runner.accumulated_scores(delta, summed, masks, region_sum, 1 / ig_steps)
+                    del summed
                 scores /= ig_steps
             del delta  # before the next batch builds its own
             scores = scores * valid

@@ -47,10 +47,14 @@ bytes.
   ``_dot_gradients`` has what the trace kept for every layer (both norms'
   inputs, the q/k/v and MLP-norm output gradients, the final norm's input and
   output gradient) and, one layer at a time, ``norm_vjp``'s stack: the
-  cotangents [B, p, n_qkv, d_model] float32, x expanded to that shape and the
-  norm's intermediates (NORM_VJP_COPIES tensors of that shape).
+  cotangents [B, p, n_qkv, d_model] float32 and the closed-form product written
+  into one new tensor of that shape (NORM_VJP_COPIES tensors of that shape).
 * ``by_region`` (``by_region=True``): the [R, n_up, n_down] region sums and,
   per destination, the R products [b, R, n_up, n_qkv] and their sum.
+* ``ig_sum`` (``sum_passes=True`` and more than one pass per batch): the sum over
+  the passes of the gradient at every destination group's residual input, one
+  [b, p, n, d_model] float32 tensor per group (n = n_qkv for a layer's q/k/v, 1
+  for its MLP and for the logits), held from the first pass to the products.
 * ``gc_lag``: tensors of earlier batches that only Python's cyclic garbage
   collector frees (GC_LAG_BATCHES: none since the engine keeps its big
   tensors out of nnsight's traced frames).
@@ -106,7 +110,7 @@ MODEL_UNITS = {"gpt2": 3, "llama": 1}
 # _dot_gradients, measured on the CPU: the cotangents, x expanded, the norm's output, and the
 # gradients and temporaries of its backward. RMSNorm is written out op by op (pow's backward
 # makes temporaries): 8; the fused F.layer_norm: 5.
-NORM_VJP_COPIES = {"llama": 8, "gpt2": 5}
+NORM_VJP_COPIES = {"llama": 2, "gpt2": 2}  # the cotangents and the product (runner.norm_vjp)
 
 # Buffers of [b, p, n_up, d_model] float32 alive at once while ``patched_metric`` computes the metric
 # with every edge ablated (``zero`` and ``mean``; see the module docstring). ``patching`` never calls it.
@@ -128,7 +132,7 @@ GB = 1e9
 
 
 def _check(arch, positions, batch_size, ig_batch, dtype_bytes, per_example, vocab_size, ablation, ig_steps,
-           gc_lag_batches, d_mlp, by_region) -> None:
+           gc_lag_batches, d_mlp, by_region, sum_passes=False) -> None:
     if not isinstance(arch, Arch):
         raise ParameterError(f"arch: expected a mechshift_utils.models.Arch (arch_of(model)), "
                              f"got {type(arch).__name__}")
@@ -144,6 +148,7 @@ def _check(arch, positions, batch_size, ig_batch, dtype_bytes, per_example, voca
     if d_mlp is not None:
         check_positive_int("d_mlp", d_mlp)
     check_bool("by_region", by_region)
+    check_bool("sum_passes", sum_passes)
 
 
 def graph_sizes(arch: Arch) -> tuple[int, int]:
@@ -211,7 +216,8 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
                       dtype_bytes: int = BFLOAT16, per_example: bool = True, *, vocab_size: int = 0,
                       ablation: str = "patching", ig_steps: int = 8,
                       gc_lag_batches: int = GC_LAG_BATCHES, d_mlp: int | None = None,
-                      by_region: bool = False, mlp_saved: int | None = None) -> dict[str, int]:
+                      by_region: bool = False, mlp_saved: int | None = None,
+                      sum_passes: bool = False) -> dict[str, int]:
     """Estimated bytes an ``attribute(..., method="eap-ig")`` batch needs beside the model weights.
 
     ``dtype_bytes``: the model's (2 for bfloat16, 4 for float32). ``vocab_size``: counts the
@@ -219,12 +225,13 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
     gradient passes per batch and the IG points stacked in each. ``d_mlp``: the MLP width (None:
     4 x d_model); ``mlp_saved``: see :func:`activation_units`. ``by_region``: as
     :func:`~mechshift_utils.attribution.engine.attribute`'s. :func:`model_sizes` gives ``dtype_bytes``,
-    ``vocab_size``, ``d_mlp`` (and ``mlp_saved``) of a model. Returns
+    ``vocab_size``, ``d_mlp`` (and ``mlp_saved``) of a model. ``sum_passes``: as the engine's (which
+    does it on the CPU by default; :func:`choose_batch_size` assumes the same). Returns
     every term of the module docstring, the three phase peaks and ``total`` (device memory:
     ``per_example_host`` is host memory and not in it), all in bytes.
     """
     _check(arch, positions, batch_size, ig_batch, dtype_bytes, per_example, vocab_size, ablation, ig_steps,
-           gc_lag_batches, d_mlp, by_region)
+           gc_lag_batches, d_mlp, by_region, sum_passes)
     if mlp_saved is not None:
         check_non_negative_int("mlp_saved", mlp_saved)
     n_up, n_down = graph_sizes(arch)
@@ -264,13 +271,16 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
         # at the product: the cotangents, the folded gradient and its matrix-layout copy
         "einsum_copy": stack + 2 * folded,
         "by_region": regions,
+        # sum_passes with several passes: every destination group's summed gradient, [b, p, n, d] float32
+        "ig_sum": (b * p * d * FLOAT32 * (layers * (arch.n_qkv + 1) + 1)
+                   if sum_passes and points < ig_steps else 0),
         "gc_lag": gc_lag_batches * (buffer + saved),
         "weight_copies": weight_copy_bytes(arch, dtype_bytes),
         "per_example_host": score if per_example else 0,
     }
     parts_["activations"] = int(parts_["activations"])
     always = parts_["weight_copies"] + parts_["gc_lag"]
-    held = always + parts_["delta"] + parts_["scores"] + parts_["inputs"] + parts_["by_region"]
+    held = always + parts_["delta"] + parts_["scores"] + parts_["inputs"] + parts_["by_region"] + parts_["ig_sum"]
     phases = {
         "build_peak": always + parts_["delta"] + parts_["build"],
         "backward_peak": held + parts_["activations"],
@@ -323,7 +333,8 @@ def choose_batch_size(arch: Arch, positions: int, device, ig_batch: int = 1, saf
     ``reserve_bytes``: memory something else will take (e.g. the other model of a pair, still to be
     loaded). ``options`` go to :func:`attribution_bytes` (``dtype_bytes``, ``vocab_size``, ``d_mlp``
     (:func:`model_sizes` gives these three), ``ablation``, ``ig_steps``, ``by_region``,
-    ``gc_lag_batches``). Raises ParameterError when even one example
+    ``gc_lag_batches``, ``sum_passes``: default, as the engine's, True on the CPU). Raises
+    ParameterError when even one example
     does not fit.
     """
     if isinstance(safety, bool) or not isinstance(safety, (int, float)) or not 0 < safety <= 1:
@@ -332,6 +343,9 @@ def choose_batch_size(arch: Arch, positions: int, device, ig_batch: int = 1, saf
     check_non_negative_int("reserve_bytes", reserve_bytes)
     free = free_memory_bytes(device)
     budget = safety * (free - reserve_bytes)
+
+    # the engine sums the passes' gradients on the CPU unless told otherwise (attribute's sum_passes)
+    options.setdefault("sum_passes", _as_device(device).type == "cpu")
 
     def need(b: int) -> int:
         return attribution_bytes(arch, positions, b, ig_batch, **options)["total"]

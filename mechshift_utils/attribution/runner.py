@@ -13,6 +13,10 @@ from .graph import Graph
 from .metrics import Metric
 
 
+# float32 node buffers that patched_metrics spends on running several ablation patterns in one pass
+PATTERN_BUDGET = 64 * 2 ** 20
+
+
 class ModelRunner:
     """One model wrapped for nnsight, with its architecture and graph."""
 
@@ -66,7 +70,8 @@ class ModelRunner:
     # -- gradients at every destination, dotted with the activation differences ----------------------
     def gradient_scores(self, ids, read, index, metric: Metric, delta: torch.Tensor,
                         embed_override: torch.Tensor | None, repeats: int = 1, masks: torch.Tensor | None = None,
-                        into: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
+                        into: torch.Tensor | None = None, weight: float = 1.0,
+                        accumulate: list | None = None) -> torch.Tensor | None:
         """Per example [batch, n_up, n_down]: delta[u] . dM/d(input of v), summed over ``repeats`` runs
         stacked in one pass (``embed_override`` [repeats * batch, pos, d]: e.g. several IG points).
 
@@ -76,7 +81,12 @@ class ModelRunner:
 
         ``masks`` [batch, R, pos] (position groups, mechshift_utils.attribution.regions): the scores are
         also split by the position of the activation difference; ``weight`` times their sum over the
-        batch, [R, n_up, n_down], is added to ``into``."""
+        batch, [R, n_up, n_down], is added to ``into``.
+
+        ``accumulate``: a list (empty before the first pass) to which this pass's gradients at the
+        destinations' residual inputs are added instead of being dotted with ``delta`` (returns None);
+        :meth:`accumulated_scores` then dots their sum once. The scores are linear in those
+        gradients, so the sum over IG passes costs one set of products instead of one per pass."""
         if repeats > 1:
             ids, read, index = ids.repeat(repeats, 1), read.repeat(repeats), index.repeat(repeats)
         # Only activation gradients are wanted: the weights are frozen for the pass (no .grad piles up
@@ -90,9 +100,19 @@ class ModelRunner:
             for p in frozen:
                 p.requires_grad_(True)
         try:
-            with torch.no_grad():  # the vjps below are function transforms: they still differentiate
-                return self._dot_gradients(delta, saved["x_attn"], saved["g_qkv"], saved["x_mlp"], saved["g_mlp"],
-                                           saved["x_final"], saved["g_final"], repeats, masks, into, weight)
+            with torch.no_grad():
+                if accumulate is None:
+                    return self._dot_gradients(delta, saved["x_attn"], saved["g_qkv"], saved["x_mlp"],
+                                               saved["g_mlp"], saved["x_final"], saved["g_final"], repeats, masks,
+                                               into, weight)
+                grads = self._residual_gradients(delta.shape[0], saved["x_attn"], saved["g_qkv"], saved["x_mlp"],
+                                                 saved["g_mlp"], saved["x_final"], saved["g_final"], repeats)
+                if accumulate:
+                    for (_, _, total), (_, _, g_res) in zip(accumulate, grads):
+                        total += g_res
+                else:
+                    accumulate.extend(grads)
+                return None
         finally:
             saved.clear()
 
@@ -128,42 +148,63 @@ class ModelRunner:
         mlp_out.clear()
         return saved
 
-    def _dot_gradients(self, delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats, masks=None, into=None,
-                       weight=1.0):
+    def _residual_gradients(self, b: int, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats):
+        """Destination by destination group (each layer's q/k/v inputs, its MLP, the logits), as a
+        generator: (the destination index or slice, how many upstream nodes feed it, the metric's
+        gradient at its residual input, through the pre-norm, summed over the stacked runs:
+        [b, pos, n, d_model])."""
         a, g = self.arch, self.graph
-        b, n_up = delta.shape[:2]
-        flat = delta.reshape(b, n_up, -1)  # [b, n_up, pos * d]: a view, delta is node-major and contiguous
 
         def fold(t):  # sum the stacked runs: [repeats * b, ...] -> [b, ...]
             return t if repeats == 1 else t.reshape(repeats, b, *t.shape[1:]).sum(0)
+
+        for layer in range(a.n_layers):
+            u = g.up_until(layer)
+            w, _ = self.w_qkv[layer]
+            g_heads = torch.einsum("bpnk,ndk->bpnd", a.split_qkv([t.float() for t in g_qkv[layer]]), w)
+            yield g.attn_dest_slice(layer), u, fold(norm_vjp(self.attn_norms[layer], x_attn[layer], g_heads))
+            del g_heads
+            yield (g.mlp_dest(layer), u + a.n_heads,
+                   fold(norm_vjp(self.mlp_norms[layer], x_mlp[layer], g_mlp[layer].float()[:, :, None])))
+        yield len(g.downstream) - 1, len(g.upstream), fold(norm_vjp(self.final_norm, x_final,
+                                                                    g_final.float()[:, :, None]))
+
+    def _dot_gradients(self, delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats, masks=None, into=None,
+                       weight=1.0):
+        grads = self._residual_gradients(delta.shape[0], x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats)
+        return self.accumulated_scores(delta, grads, masks, into, weight)
+
+    def accumulated_scores(self, delta, grads, masks=None, into=None, weight=1.0) -> torch.Tensor:
+        """[b, n_up, n_down]: ``delta`` dotted with the gradients at every destination (as
+        :meth:`_residual_gradients` gives them, or their sum over passes from ``accumulate``); with
+        ``masks``, also split by position group into ``into`` (see :meth:`gradient_scores`)."""
+        g = self.graph
+        b, n_up = delta.shape[:2]
+        flat = delta.reshape(b, n_up, -1)  # [b, n_up, pos * d]: a view, delta is node-major and contiguous
 
         def contract(upto: int, g_res: torch.Tensor, dest) -> torch.Tensor:
             """delta of the first ``upto`` nodes . g_res over (pos, d): [b, upto, n] (g_res [b, p, n, d]).
             With ``masks``, one product per position group, each group's batch sum (times ``weight``)
             added to ``into[:, :upto, dest]``."""
+            n = g_res.shape[2]
             if masks is None:
-                return torch.bmm(flat[:, :upto], g_res.permute(0, 1, 3, 2).reshape(b, -1, g_res.shape[2]))
-            parts = torch.stack([torch.bmm(flat[:, :upto], (g_res * masks[:, r, :, None, None])
-                                           .permute(0, 1, 3, 2).reshape(b, -1, g_res.shape[2]))
-                                 for r in range(masks.shape[1])], 1)  # [b, R, upto, n]
+                return torch.bmm(flat[:, :upto], g_res.permute(0, 1, 3, 2).reshape(b, -1, n))
+            if n == 1:  # an MLP or the logits: one product with a column per group reads delta once
+                split = g_res[:, :, 0, :, None] * masks.transpose(1, 2)[:, :, None, :]  # [b, p, d, R]
+                parts = torch.bmm(flat[:, :upto], split.reshape(b, -1, masks.shape[1])).transpose(1, 2)[..., None]
+            else:  # q/k/v of every head: already n columns a product, one product per group
+                g_t = g_res.permute(0, 1, 3, 2).contiguous()  # [b, p, d, n], the product's layout
+                part = torch.empty_like(g_t)  # each group's masked copy, written in place
+                parts = torch.stack([torch.bmm(flat[:, :upto], torch.mul(g_t, masks[:, r, :, None, None], out=part)
+                                               .view(b, -1, n)) for r in range(masks.shape[1])], 1)  # [b, R, upto, n]
             summed = weight * parts.sum(0)
             into[:, :upto, dest] += summed if isinstance(dest, slice) else summed[:, :, 0]
             return parts.sum(1)
 
         out = torch.zeros(b, len(g.upstream), len(g.downstream), device=self.device)
-        for layer in range(a.n_layers):
-            u = g.up_until(layer)
-            w, _ = self.w_qkv[layer]
-            g_heads = torch.einsum("bpnk,ndk->bpnd", a.split_qkv([t.float() for t in g_qkv[layer]]), w)
-            g_res = fold(norm_vjp(self.attn_norms[layer], x_attn[layer], g_heads))
-            dest = g.attn_dest_slice(layer)
-            out[:, :u, dest] = contract(u, g_res, dest)
-            um = u + a.n_heads
-            g_res = fold(norm_vjp(self.mlp_norms[layer], x_mlp[layer], g_mlp[layer].float()[:, :, None]))
-            out[:, :um, g.mlp_dest(layer)] = contract(um, g_res, g.mlp_dest(layer))[:, :, 0]
-        g_res = fold(norm_vjp(self.final_norm, x_final, g_final.float()[:, :, None]))
-        last = len(g.downstream) - 1
-        out[:, :, -1] = contract(n_up, g_res, last)[:, :, 0]
+        for dest, upto, g_res in grads:
+            scores = contract(upto, g_res, dest)
+            out[:, :upto, dest] = scores if isinstance(dest, slice) else scores[:, :, 0]
         return out
 
     # -- forward with some edges ablated ------------------------------------------------------------------
@@ -174,43 +215,99 @@ class ModelRunner:
 
         The input of a destination becomes its current input plus, for each
         patched edge u -> v, a_u(ablated) - a_u(current run).
+
+        ``patch`` may also be [G, n_up, n_down], G patterns at once: the batch then runs G times in one
+        pass (pattern-major) and the result is [G, batch, ...]. :meth:`patched_metrics` splits many
+        patterns into passes that fit a memory budget.
         """
         a, nn, g = self.arch, self.nn, self.graph
+        single = patch.dim() == 2
+        patches = (patch[None] if single else patch).to(self.device).float()  # [G, n_up, n_down]
+        n_pat = patches.shape[0]
         b, p = ids.shape
-        patch = patch.to(self.device).float()
-        ablated = ablated.to(self.device)
-        cur = torch.zeros(b, p, len(g.upstream), a.d_model, device=self.device)
+        d = a.d_model
+        ablated = ablated.to(self.device)[None]  # [1, b, p, n_up, d], shared by every pattern
+        if n_pat > 1:
+            ids, read, index = ids.repeat(n_pat, 1), read.repeat(n_pat), index.repeat(n_pat)
+        # a_u(ablated) - a_u(current run) of every node so far, filled in as the pass reaches each node
+        diff = torch.zeros(n_pat, b, p, len(g.upstream), d, device=self.device)
+
+        def patched(mask: torch.Tensor):
+            """The patterns that patch this destination (None: none does; all: a slice) and, per such
+            pattern, the activation differences summed over its patched sources: [b, p, (n,) d]. One
+            pattern at a time, over its patched sources only: small tensors that stay in the cache
+            (one product over all patterns at once was up to 3x slower on the CPU)."""
+            active = mask.flatten(1).any(1)
+            if not active.any():
+                return None, None
+            sel = active.nonzero()[:, 0]
+            deltas = []
+            for k in sel.tolist():
+                m = mask[k]  # [u, n_qkv] or [u]
+                used = (m != 0) if m.dim() == 1 else (m != 0).any(1)
+                src = slice(0, m.shape[0]) if bool(used.all()) else used.nonzero()[:, 0]
+                dk = diff[k, :, :, src]  # [b, p, u', d]
+                deltas.append(torch.matmul(m[src].T, dk) if m.dim() == 2 else (dk * m[src, None]).sum(2))
+            return (slice(None) if len(sel) == n_pat else sel), deltas
+
+        def replace(value: torch.Tensor, sel, new: list[torch.Tensor]) -> torch.Tensor:
+            """``value`` [G * b, ...] with the selected patterns' rows replaced by ``new`` (one [b, ...] each)."""
+            if isinstance(sel, slice):
+                return torch.cat(new).reshape(value.shape).to(value.dtype)
+            out = value.clone().view(n_pat, b, *value.shape[1:])
+            out[sel] = torch.stack(new).to(value.dtype)
+            return out.view(value.shape)
+
         with nn.trace(ids.to(self.device)):
-            cur[:, :, 0] = a.embed(nn).output.float()
+            diff[:, :, :, 0] = ablated[:, :, :, 0] - a.embed(nn).output.float().view(n_pat, b, p, d)
             for layer in range(a.n_layers):
                 u = g.up_until(layer)
-                mask = patch[:u, g.attn_dest_slice(layer)]
-                if mask.any():
+                sel, deltas = patched(patches[:, :u, g.attn_dest_slice(layer)])  # masks [G, u, n_qkv]
+                if deltas is not None:
                     x = a.attn_norm(nn, layer).input
-                    delta = torch.einsum("bpud,un->bpnd", ablated[:, :, :u] - cur[:, :, :u], mask)
-                    normed = self.attn_norms[layer]((x.float()[:, :, None] + delta).to(x.dtype)).float()
+                    xs = x.view(n_pat, b, p, d)[sel]
                     w, bias = self.w_qkv[layer]
-                    new = torch.einsum("bpnd,ndk->bpnk", normed, w)
-                    if bias is not None:
-                        new = new + bias
-                    for module, value in zip(a.qkv_modules(nn, layer), a.merge_qkv(new)):
-                        module.output = value.to(x.dtype)
-                z = a.o_proj(nn, layer).input.float().reshape(b, p, a.n_heads, a.head_dim)
-                cur[:, :, u:u + a.n_heads] = torch.einsum("bphk,hkd->bphd", z, self.w_out[layer])
+                    news = []
+                    for x_k, delta in zip(xs, deltas):  # each pattern's q/k/v from its patched inputs
+                        normed = self.attn_norms[layer]((x_k.float()[:, :, None] + delta).to(x.dtype)).float()
+                        new = torch.einsum("bpnd,ndk->bpnk", normed, w)
+                        news.append(new if bias is None else new + bias)
+                    merged = zip(*[a.merge_qkv(new) for new in news])  # per module: one tensor per pattern
+                    for module, values in zip(a.qkv_modules(nn, layer), merged):
+                        module.output = replace(module.output, sel, list(values))
+                z = a.o_proj(nn, layer).input.float().reshape(n_pat, b, p, a.n_heads, a.head_dim)
+                diff[:, :, :, u:u + a.n_heads] = (ablated[:, :, :, u:u + a.n_heads]
+                                                  - torch.einsum("gbphk,hkd->gbphd", z, self.w_out[layer]))
                 um = u + a.n_heads
-                mask = patch[:um, g.mlp_dest(layer)]
-                if mask.any():
+                sel, deltas = patched(patches[:, :um, g.mlp_dest(layer)])  # masks [G, um]
+                if deltas is not None:
                     x = a.mlp_norm(nn, layer).input
-                    delta = torch.einsum("bpud,u->bpd", ablated[:, :, :um] - cur[:, :, :um], mask)
-                    a.mlp_norm(nn, layer).input = (x.float() + delta).to(x.dtype)
-                cur[:, :, um] = a.mlp(nn, layer).output.float()
-            mask = patch[:, -1]
-            if mask.any():
+                    xs = x.view(n_pat, b, p, d)[sel]
+                    a.mlp_norm(nn, layer).input = replace(x, sel, [x_k.float() + dk for x_k, dk in zip(xs, deltas)])
+                diff[:, :, :, um] = ablated[:, :, :, um] - a.mlp(nn, layer).output.float().view(n_pat, b, p, d)
+            sel, deltas = patched(patches[:, :, -1])
+            if deltas is not None:
                 x = a.final_norm(nn).input
-                delta = torch.einsum("bpud,u->bpd", ablated - cur, mask)
-                a.final_norm(nn).input = (x.float() + delta).to(x.dtype)
+                xs = x.view(n_pat, b, p, d)[sel]
+                a.final_norm(nn).input = replace(x, sel, [x_k.float() + dk for x_k, dk in zip(xs, deltas)])
             result = metric(self.read_logits(nn.output.logits, read), index).float().save()
-        return result.cpu()
+        result = result.cpu()
+        return result if single else result.view(n_pat, b, *result.shape[1:])
+
+    def patched_metrics(self, ids, read, index, metric: Metric, ablated: torch.Tensor, patches,
+                        budget_bytes: int = PATTERN_BUDGET) -> torch.Tensor:
+        """:meth:`patched_metric` for many patterns ([G, n_up, n_down] or a list of [n_up, n_down]):
+        [G, batch, ...], as many patterns per pass as fit in ``budget_bytes`` of float32 node
+        buffers (about three [batch, pos, n_up, d_model] buffers per pattern; at least one)."""
+        patches = torch.stack(list(patches)) if not torch.is_tensor(patches) else patches
+        chunk = self.patterns_per_pass(ids, len(patches), budget_bytes)
+        return torch.cat([self.patched_metric(ids, read, index, metric, ablated, patches[i:i + chunk])
+                          for i in range(0, len(patches), chunk)])
+
+    def patterns_per_pass(self, ids, n_patterns: int, budget_bytes: int = PATTERN_BUDGET) -> int:
+        """How many ablation patterns :meth:`patched_metrics` runs in one pass on this batch."""
+        per_pattern = 3 * ids.numel() * len(self.graph.upstream) * self.arch.d_model * 4
+        return max(1, min(n_patterns, budget_bytes // per_pattern))
 
 
 def node_major(acts: torch.Tensor) -> torch.Tensor:
@@ -234,12 +331,30 @@ def runner_for(model, shift: bool = True) -> ModelRunner:
 def norm_vjp(norm, x: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
     """J_norm(x)^T applied to n cotangents at once: x [b, p, d], cotangents [b, p, n, d] -> [b, p, n, d].
 
-    Works for any norm given as a function (LayerNorm, RMSNorm): x is copied n
-    times along a new axis so that one fused backward of the norm does all n
-    products (faster on the CPU than vmap or a closed form with broadcasting).
+    For a :class:`~mechshift_utils.models.arch.Norm` (LayerNorm, RMSNorm) the product is written in
+    closed form, in float32, with one new tensor of the cotangents' shape: with x̂ the normalised
+    input, r its reciprocal standard deviation (root mean square for RMSNorm) and gw = g * weight,
+
+        LayerNorm: r * (gw - mean(gw) - x̂ * mean(gw * x̂))        RMSNorm: r * (gw - x̂ * mean(gw * x̂))
+
+    (means over d_model). Any other norm, given as a function, goes through autograd: x copied n
+    times along a new axis, one fused backward for all n products.
     """
-    stacked = x.detach().float()[:, :, None].expand(-1, -1, cotangents.shape[2], -1).contiguous()
-    stacked.requires_grad_(True)
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(norm(stacked).float(), stacked, cotangents)
-    return grad
+    kind = getattr(norm, "kind", None)
+    if kind not in ("layer", "rms"):
+        stacked = x.detach().float()[:, :, None].expand(-1, -1, cotangents.shape[2], -1).contiguous()
+        stacked.requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(norm(stacked).float(), stacked, cotangents)
+        return grad
+    xf = x.detach().float()
+    if kind == "layer":
+        xf = xf - xf.mean(-1, keepdim=True)
+    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)  # [b, p, 1]
+    x_hat = (xf * r)[:, :, None]  # [b, p, 1, d]
+    out = cotangents.float() * norm.weight.detach().float()  # gw, the one new [b, p, n, d] tensor
+    proj = torch.matmul(out, x_hat.transpose(-1, -2)).div_(x.shape[-1])  # mean(gw * x̂): [b, p, n, 1]
+    if kind == "layer":
+        out -= out.mean(-1, keepdim=True)
+    out.addcmul_(x_hat, proj, value=-1.0)
+    return out.mul_(r[:, :, :, None])

@@ -20,6 +20,21 @@ SUPPORTED = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama", "Qwen2ForCa
              "MistralForCausalLM": "llama"}
 
 
+class Norm:
+    """A pre-norm as a pure function of its input, with what its closed-form vector-Jacobian product
+    (mechshift_utils.attribution.runner.norm_vjp) needs: ``kind`` "layer" (LayerNorm, GPT-2) or "rms"
+    (RMSNorm, Llama and Qwen2: computed in float32, cast back, then scaled, as transformers does)."""
+
+    def __init__(self, kind: str, weight: torch.Tensor, bias: torch.Tensor | None, eps: float):
+        self.kind, self.weight, self.bias, self.eps = kind, weight, bias, float(eps)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layer":
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        xf = x.float()
+        return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+
 @dataclass(frozen=True)
 class Arch:
     family: str
@@ -116,17 +131,11 @@ class Arch:
         return [flat[..., :q], flat[..., q:q + kv], flat[..., q + kv:]]
 
     # --- pre-norms as pure functions (for vjp and for patched inputs) -----------------------------
-    def norm_fn(self, module):
+    def norm_fn(self, module) -> "Norm":
         if self.family == "gpt2":
-            shape, w, b, eps = module.normalized_shape, module.weight, module.bias, module.eps
-            return lambda x: F.layer_norm(x, shape, w, b, eps)
-        w, eps = module.weight, getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-
-        def rms(x):
-            xf = x.float()
-            return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-        return rms
+            return Norm("layer", module.weight, module.bias, module.eps)
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+        return Norm("rms", module.weight, None, eps)
 
     @property
     def n_qkv(self) -> int:
