@@ -149,9 +149,10 @@ def test_faithfulness_probe_reuses_its_ablated_runs(micro_arm, ioi):
     assert k is not None and k <= 7
     at = curve.set_index("k").faithfulness
     assert at[k] >= level and (k - 1 not in at.index or at[k - 1] < level)
-    bisection, _ = minimal_circuit(micro_arm, ioi, res, levels=(level,), batch_size=5, ways=2)
+    eight_way, wide = minimal_circuit(micro_arm, ioi, res, levels=(level,), batch_size=5, ways=8)
+    assert wide.set_index("k").faithfulness[eight_way[level]] >= level
     if curve.sort_values("k").faithfulness.is_monotonic_increasing:  # then every search finds the same k
-        assert bisection[level] == k
+        assert eight_way[level] == k
     with pytest.raises(ParameterError, match="ways: expected an integer >= 2"):
         minimal_circuit(micro_arm, ioi, res, levels=(level,), ways=1)
 

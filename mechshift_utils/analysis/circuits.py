@@ -105,14 +105,17 @@ def log_k_grid(n_edges: int, points: int = 16) -> list[int]:
 
 
 def minimal_circuit(model, data: EncodedTask, attribution: Attribution, levels=(0.8, 0.9), points: int = 16,
-                    batch_size: int = 64, shift: bool = True, ways: int = 8) -> tuple[dict[float, int | None],
+                    batch_size: int = 64, shift: bool = True, ways: int = 2) -> tuple[dict[float, int | None],
                                                                                    pd.DataFrame]:
     """The smallest top-k circuit reaching each faithfulness level (None: no k does), and the curve it
     was read from: faithfulness on a log-spaced grid of k, then a search between the last k below a
     level and the first at or above it (faithfulness is taken as increasing in k between them): each
-    round measures ``ways - 1`` evenly spaced k in one forward pass per batch and keeps the interval
-    between the last below the level and the first at or above it (``ways = 2`` is bisection; every
-    ``ways`` finds the same k when faithfulness increases in k)."""
+    round measures ``ways - 1`` evenly spaced k (in as few forward passes per batch as
+    runner.patched_metrics fits) and keeps the interval between the last below the level and the first
+    at or above it. ``ways = 2`` (default) is bisection: on the CPU, where a pass of several patterns
+    costs about as much as that many passes, it measures the fewest k; a larger ``ways`` needs fewer
+    rounds where a pass of many patterns costs little more than one (a GPU). Every ``ways`` finds the
+    same k when faithfulness increases in k."""
     if not isinstance(ways, int) or ways < 2:
         raise ParameterError(f"ways: expected an integer >= 2, got {ways!r}")
     n = attribution.graph.n_edges

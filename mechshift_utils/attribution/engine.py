@@ -5,8 +5,9 @@ scores every edge u -> v of :class:`~mechshift_utils.attribution.graph.Graph` by
 in the metric when u's contribution to v's input is replaced by its ablated
 value ("noising", the direction the EAP-IG reference estimates):
 
-* ``exact``: that change measured, one patched forward pass per edge (and per
-  node for node scores). The ground truth on small models.
+* ``exact``: that change measured, each edge (and, for node scores, each node) patched
+  alone; several of them share a forward pass, the batch repeated once per pattern
+  (ModelRunner.patched_metrics). The ground truth on small models.
 * ``eap``: (a_u(ablated) - a_u(clean)) . dM/d(input of v), the gradient taken on
   the clean run.
 * ``eap-ig``: the same with the gradient averaged over ``ig_steps`` runs whose
@@ -185,7 +186,7 @@ def attribute(model, data: EncodedTask, method: str = "eap-ig", ablation: str = 
     overhead, larger ones more memory traffic: 4 was the fastest on the embedded
     model on 2 CPU cores. Activation memory of a pass grows with
     batch_size x ig_batch; use 1 for a 7B model on one GPU.
-    ``exact_edges=False`` makes ``exact`` score nodes only (one pass per node
+    ``exact_edges=False`` makes ``exact`` score nodes only (one patched run per node
     instead of one per edge); its edge scores are then zero.
     ``by_region`` (eap and eap-ig): also split every edge's score by the position group of its
     source's activation difference (prefix, read, slot, suffix; see

@@ -1,7 +1,8 @@
 """Exact edge patching for GPT-2, fast enough to be the ground truth of every embedded circuit.
 
-``attribute(..., method="exact")`` patches one edge per nnsight pass: right for any architecture,
-but on the 6-layer organism its ~1,300 edges cost half a minute per model and task. Here the same
+``attribute(..., method="exact")`` patches each edge in an nnsight pass (several edges per pass, the
+batch repeated once per edge): right for any architecture, but on the 6-layer organism its ~1,300 edges
+still cost many seconds per model and task. Here the same
 numbers come from plain tensor operations on a GPT-2 (the embedded organism's architecture):
 
 * the clean and corrupted runs are made once; every upstream node's output (token embedding, each

@@ -14,7 +14,7 @@ from .metrics import Metric
 
 
 # float32 node buffers that patched_metrics spends on running several ablation patterns in one pass
-PATTERN_BUDGET = 64 * 2 ** 20
+PATTERN_BUDGET = 256 * 2 ** 20
 
 
 class ModelRunner:
