@@ -20,7 +20,9 @@ one that matters (``config.is_causal = False``: bidirectional attention):
   forward passes (clean, corrupted) and ``ig_steps`` forward+backward passes
   with gradients w.r.t. the interpolated input embeddings only, stacked
   ``ig_batch`` points per pass as the engine stacks them. Ratio = EAP-IG /
-  floor: the price of hooks, nnsight and the score contractions.
+  floor: the price of hooks, nnsight and the score contractions. With
+  ``--repeats``, EAP-IG and the floor are timed in alternating rounds; the ratio
+  of the medians and the median of each round's ratio are both reported.
 * Peak memory during the EAP-IG call. CUDA: ``torch.cuda.max_memory_allocated``
   (peak, and peak above what was allocated before the call). CPU: the
   process's peak RSS from ``resource.getrusage`` (a lifetime peak: it includes
@@ -320,10 +322,14 @@ def bench_shape(shape: str, args, device: torch.device) -> dict:
         "batch_size": batch, "batch_chosen": chosen, "ig_batch": args.ig_batch, "ig_steps": args.ig_steps,
         "eap_ig_s": t_eap, "examples_per_min": 60 * args.examples / t_eap,
         "floor_s": t_floor, "floor_examples_per_min": 60 * args.examples / t_floor, "ratio": t_eap / t_floor,
+        # each round's EAP-IG over the floor timed right after it: steadier on a machine whose speed drifts
+        "ratio_paired_median": statistics.median(e / f for e, f in zip(eap_times, floor_times)),
         "peak_kind": mem.kind, "peak_gb": mem.peak / GB,
         "peak_above_start_gb": None if mem.above_start is None else mem.above_start / GB,
         "estimate_gb": est["total"] / GB, "estimate_no_gc_lag_gb": est_no_lag["total"] / GB,
         "load_before": load_before, "load_after": load_after,
+        "eap_ig_rounds_s": " ".join(f"{t:.2f}" for t in eap_times),
+        "floor_rounds_s": " ".join(f"{t:.2f}" for t in floor_times),
     }
 
 
@@ -332,10 +338,11 @@ def describe(r: dict) -> str:
     return (f"{r['shape']}: {r['n_params'] / 1e9:.2f}B params {r['dtype']} on {r['device']}; "
             f"{r['positions']} positions, {r['examples']} examples, batch {r['batch_size']}{' (chosen)' if r['batch_chosen'] else ''}, "
             f"ig_batch {r['ig_batch']}, ig_steps {r['ig_steps']} | EAP-IG {r['eap_ig_s']:.2f} s = "
-            f"{r['examples_per_min']:.1f} examples/min | floor {r['floor_s']:.2f} s | ratio {r['ratio']:.2f} | "
+            f"{r['examples_per_min']:.1f} examples/min | floor {r['floor_s']:.2f} s | ratio {r['ratio']:.2f} "
+            f"(median of the rounds' ratios {r['ratio_paired_median']:.2f}) | "
             f"{r['peak_kind']} {r['peak_gb']:.2f} GB, above start {above} GB | estimate {r['estimate_gb']:.2f} GB "
             f"({r['estimate_no_gc_lag_gb']:.2f} GB without the gc lag) | load {r['load_before']:.1f} -> "
-            f"{r['load_after']:.1f}")
+            f"{r['load_after']:.1f} | rounds: EAP-IG {r['eap_ig_rounds_s']} s, floor {r['floor_rounds_s']} s")
 
 
 def main(argv=None) -> list[dict]:

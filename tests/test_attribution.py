@@ -6,7 +6,7 @@ import torch
 from mechshift_utils import tasks
 from mechshift_utils.models.arch import arch_of
 from mechshift_utils.attribution.engine import attribute
-from mechshift_utils.attribution.runner import norm_vjp
+from mechshift_utils.attribution.runner import norm_vjp, normed_qkv_weights, qkv_norm_vjp
 from mechshift_utils.analysis.ablations import ablate_components
 from mechshift_utils.analysis.circuits import FaithfulnessProbe, faithfulness_curve, minimal_circuit
 from mechshift_utils.models.embedded import ArmConfig, new_arm
@@ -302,6 +302,28 @@ def test_norm_vjp_matches_autograd_per_cotangent(arch, micro_arm, tiny_llama_and
         (a.norm_fn(norm)(xx) * cot[:, :, j]).sum().backward()
         assert torch.allclose(got[:, :, j], xx.grad, atol=1e-5)
         assert torch.allclose(stacked[:, :, j], xx.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_qkv_norm_vjp_with_folded_weights_matches_autograd(arch, micro_arm, tiny_llama_and_qwen):
+    """The q/k/v gradients taken back through each destination's input weights and the pre-norm (the
+    norm's scale and centring folded into the weights) equal autograd of (norm(x) W_n) . g_n."""
+    model = micro_arm if arch == "gpt2" else tiny_llama_and_qwen["llama"]
+    a = arch_of(model)
+    module = a.attn_norm(model, 1)
+    with torch.no_grad():
+        module.weight.uniform_(0.5, 1.5)
+    norm = a.norm_fn(module)
+    w = a.qkv_weights(model, 1)[0].detach().float()  # [n, d, head_dim]
+    x = torch.randn(2, 5, a.d_model) * 3 + 1  # a mean and a scale away from the normalised input
+    g_k = torch.randn(2, 5, w.shape[0], a.head_dim)
+    got = qkv_norm_vjp(norm, x, g_k, normed_qkv_weights(norm, w))
+    assert got.shape == (2, 5, w.shape[0], a.d_model)
+    for j in range(w.shape[0]):
+        xx = x.clone().requires_grad_(True)
+        (torch.einsum("bpd,dk->bpk", norm(xx), w[j]) * g_k[:, :, j]).sum().backward()
+        assert torch.allclose(got[:, :, j], xx.grad, atol=1e-5)
+    assert normed_qkv_weights(lambda z: z, w) is None  # any other norm: the plain path
 
 
 def test_attribution_leaves_the_model_untouched(micro_arm, ioi):

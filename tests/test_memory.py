@@ -299,18 +299,19 @@ def test_scores_vjp_stack_and_saved_tensors_are_the_engines(qwen_and_data, monke
     delta = torch.zeros(b, n_up, positions, arch.d_model)  # node-major, as the engine hands it
     emb = torch.randn(ig_batch * b, positions, arch.d_model)
     seen = {"stack": 0, "saved": 0}
-    real_vjp, real_dot = runner_module.norm_vjp, runner._dot_gradients
+    real_vjp, real_dot = runner_module.qkv_norm_vjp, runner._dot_gradients
 
-    def vjp(norm, x, cot):
-        seen["stack"] = max(seen["stack"], cot.numel() * cot.element_size())
-        return real_vjp(norm, x, cot)
+    def vjp(norm, x, g_k, w):
+        out = real_vjp(norm, x, g_k, w)
+        seen["stack"] = max(seen["stack"], out.numel() * out.element_size())
+        return out
 
     def dot(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats, *regions):
         tensors = [*x_attn, *[t for layer in g_qkv for t in layer], *x_mlp, *g_mlp, x_final, g_final]
         seen["saved"] = sum(t.numel() * t.element_size() for t in tensors)
         return real_dot(delta, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats, *regions)
 
-    monkeypatch.setattr(runner_module, "norm_vjp", vjp)
+    monkeypatch.setattr(runner_module, "qkv_norm_vjp", vjp)
     monkeypatch.setattr(runner, "_dot_gradients", dot)
     scores = runner.gradient_scores(data.clean_ids[idx], read, idx, logit_diff(data), delta, emb, ig_batch)
     est = attribution_bytes(arch, positions, b, ig_batch, dtype_bytes=4, ig_steps=ig_batch)
@@ -341,11 +342,12 @@ def test_ig_sum_term_is_what_the_engine_accumulates(qwen_and_data):
     idx, read = torch.arange(b), data.answer_positions[:, 0] - 1
     n_up, _ = graph_sizes(arch)
     delta = torch.zeros(b, n_up, positions, arch.d_model)
-    emb = torch.randn(2 * b, positions, arch.d_model)
     summed = []
-    assert runner.gradient_scores(data.clean_ids[idx], read, idx, logit_diff(data), delta, emb, 2,
-                                  accumulate=summed) is None
-    held = sum(t.numel() * t.element_size() for _, _, t in summed)
+    for _ in range(2):  # two passes of two IG points: what a batch holds before the products
+        emb = torch.randn(2 * b, positions, arch.d_model)
+        assert runner.gradient_scores(data.clean_ids[idx], read, idx, logit_diff(data), delta, emb, 2,
+                                      accumulate=summed) is None
+    held = sum(t.nbytes if hasattr(t, "x_hats") else t.numel() * t.element_size() for _, _, t in summed)
     assert held == attribution_bytes(arch, positions, b, 2, dtype_bytes=4, ig_steps=4, sum_passes=True)["ig_sum"]
     # one pass per batch: nothing to sum
     assert attribution_bytes(arch, positions, b, 2, dtype_bytes=4, ig_steps=2, sum_passes=True)["ig_sum"] == 0

@@ -43,18 +43,28 @@ bytes.
   :func:`activation_units`), the gradients the engine keeps
   (``saved_for_scoring``'s q/k/v and MLP-norm output gradients), and the
   logits and their dense gradient, ``2 * T * V * dtype``.
-* ``saved_for_scoring``, ``norm_vjp``, ``einsum_copy``: after the backward,
+* ``saved_for_scoring``, ``norm_vjp``, ``folded_copy``: after the backward,
   ``_dot_gradients`` has what the trace kept for every layer (both norms'
   inputs, the q/k/v and MLP-norm output gradients, the final norm's input and
-  output gradient) and, one layer at a time, ``norm_vjp``'s stack: the
-  cotangents [B, p, n_qkv, d_model] float32 and the closed-form product written
-  into one new tensor of that shape (NORM_VJP_COPIES tensors of that shape).
+  output gradient) and, one layer at a time, the q/k/v gradients taken back
+  through the weights and the pre-norm (``runner.qkv_norm_vjp``): one
+  [B, p, n_qkv, d_model] float32 tensor (NORM_VJP_COPIES), then one of
+  [b, p, n_qkv, d_model]: its sum over the pass's IG points, or with position
+  groups each group's masked copy.
 * ``by_region`` (``by_region=True``): the [R, n_up, n_down] region sums and,
   per destination, the R products [b, R, n_up, n_qkv] and their sum.
 * ``ig_sum`` (``sum_passes=True`` and more than one pass per batch): the sum over
-  the passes of the gradient at every destination group's residual input, one
-  [b, p, n, d_model] float32 tensor per group (n = n_qkv for a layer's q/k/v, 1
-  for its MLP and for the logits), held from the first pass to the products.
+  the passes of the gradient at every destination group's residual input, held
+  from the first pass to the products: one [b, p, d_model] float32 tensor for
+  each MLP and for the logits; for a layer's q/k/v, in a float32 model
+  (``runner._QKVSum``), the summed head_dim-sized gradients [b, p, n_qkv,
+  head_dim] and per IG point the normalised input [b, p, d_model] and a
+  [b, p, n_qkv] factor, then at the products the finished sum and its
+  correction ([b, p, n_qkv, d_model] each, beside a group's masked copy: the
+  ``folded_copy`` term); in a bfloat16 one the [b, p, n_qkv, d_model] sum
+  itself. A float32 model's trace then also keeps the q/k/v outputs
+  (``saved_for_scoring``); the per-pass products are head_dim-sized
+  (``norm_vjp``: two [B, p, n_qkv, head_dim] float32 tensors).
 * ``gc_lag``: tensors of earlier batches that only Python's cyclic garbage
   collector frees (GC_LAG_BATCHES: none since the engine keeps its big
   tensors out of nnsight's traced frames).
@@ -106,11 +116,9 @@ ONE_SAVED_ACTIVATIONS = ("gelu", "gelu_pytorch_tanh")
 # Saved once per model: the embedding sum (GPT-2: token + position), the final norm's input and output.
 MODEL_UNITS = {"gpt2": 3, "llama": 1}
 
-# Tensors of the [B, p, n_qkv, d_model] float32 shape alive at once inside one layer's
-# _dot_gradients, measured on the CPU: the cotangents, x expanded, the norm's output, and the
-# gradients and temporaries of its backward. RMSNorm is written out op by op (pow's backward
-# makes temporaries): 8; the fused F.layer_norm: 5.
-NORM_VJP_COPIES = {"llama": 2, "gpt2": 2}  # the cotangents and the product (runner.norm_vjp)
+# Tensors of the [B, p, n_qkv, d_model] float32 shape a layer's q/k/v products write
+# (runner.qkv_norm_vjp): the product through the weights with the norm folded in, corrected in place.
+NORM_VJP_COPIES = {"llama": 1, "gpt2": 1}
 
 # Buffers of [b, p, n_up, d_model] float32 alive at once while ``patched_metric`` computes the metric
 # with every edge ablated (``zero`` and ``mean``; see the module docstring). ``patching`` never calls it.
@@ -197,11 +205,12 @@ def activation_units(arch: Arch, dtype_bytes: int, d_mlp: int | None = None, mlp
     return D_WIDE_SAVED[arch.family] + qkv + kept * mlp + norm_copies
 
 
-def saved_for_scoring_bytes(arch: Arch, tokens: int, dtype_bytes: int) -> int:
+def saved_for_scoring_bytes(arch: Arch, tokens: int, dtype_bytes: int, keep_qkv: bool = False) -> int:
     """What one gradient trace keeps for ``_dot_gradients``, every layer at once (model dtype): the
     attention- and MLP-norm inputs, the q/k/v output gradients and the MLP-norm output gradient, and
-    the final norm's input and output gradient."""
-    per_layer = 3 * arch.d_model + arch.n_qkv * arch.head_dim
+    the final norm's input and output gradient (``keep_qkv``: the q/k/v outputs too, as a float32
+    model's trace keeps them when the passes are summed)."""
+    per_layer = 3 * arch.d_model + arch.n_qkv * arch.head_dim * (2 if keep_qkv else 1)
     return (arch.n_layers * per_layer + 2 * arch.d_model) * tokens * dtype_bytes
 
 
@@ -243,7 +252,14 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
     score = b * n_up * n_down * FLOAT32
     stack = tokens * arch.n_qkv * d * FLOAT32  # one [B, p, n_qkv, d] float32 tensor
     folded = stack // points  # the same summed over the IG points of the pass
-    saved = saved_for_scoring_bytes(arch, tokens, dtype_bytes)
+    summing = sum_passes and points < ig_steps
+    deferred = summing and dtype_bytes >= FLOAT32  # runner._QKVSum: the q/k/v products after the sum
+    saved = saved_for_scoring_bytes(arch, tokens, dtype_bytes, keep_qkv=deferred)
+    head_sized = b * p * arch.n_qkv * arch.head_dim * FLOAT32  # [b, p, n_qkv, head_dim] float32
+    if deferred:
+        ig_sum = layers * (head_sized + ig_steps * b * p * (d + arch.n_qkv) * FLOAT32) + (layers + 1) * b * p * d * FLOAT32
+    else:
+        ig_sum = b * p * d * FLOAT32 * (layers * (arch.n_qkv + 1) + 1) if summing else 0
 
     # one node_outputs call: the run's saved outputs, then either the logits (during the trace) or the
     # float32 parts and their concatenation (after it); float32 embedding and MLP parts are the saved
@@ -267,13 +283,13 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
                         + MODEL_UNITS[arch.family]) * tokens * d * dtype_bytes
         + kept_gradient_bytes(arch, tokens, dtype_bytes) + 2 * tokens * vocab_size * dtype_bytes,
         "saved_for_scoring": saved,
-        "norm_vjp": NORM_VJP_COPIES[arch.family] * stack,
-        # at the product: the cotangents, the folded gradient and its matrix-layout copy
-        "einsum_copy": stack + 2 * folded,
+        "norm_vjp": 2 * head_sized * points if deferred else NORM_VJP_COPIES[arch.family] * stack,
+        # beside it: its sum over the IG points of the pass, or (one point a pass) a group's masked copy;
+        # deferred: at the products, the finished sum, its correction and a group's masked copy
+        "folded_copy": 3 * folded if deferred else folded,
         "by_region": regions,
         # sum_passes with several passes: every destination group's summed gradient, [b, p, n, d] float32
-        "ig_sum": (b * p * d * FLOAT32 * (layers * (arch.n_qkv + 1) + 1)
-                   if sum_passes and points < ig_steps else 0),
+        "ig_sum": ig_sum,
         "gc_lag": gc_lag_batches * (buffer + saved),
         "weight_copies": weight_copy_bytes(arch, dtype_bytes),
         "per_example_host": score if per_example else 0,
@@ -284,7 +300,7 @@ def attribution_bytes(arch: Arch, positions: int, batch_size: int, ig_batch: int
     phases = {
         "build_peak": always + parts_["delta"] + parts_["build"],
         "backward_peak": held + parts_["activations"],
-        "scoring_peak": held + parts_["saved_for_scoring"] + max(parts_["norm_vjp"], parts_["einsum_copy"]),
+        "scoring_peak": held + parts_["saved_for_scoring"] + parts_["norm_vjp"] + parts_["folded_copy"],
     }
     return {**parts_, **phases, "total": max(phases.values())}
 
@@ -377,7 +393,7 @@ def describe_plan(arch: Arch, positions: int, batch_size: int, ig_batch: int = 1
         f"({arch.n_layers} layers, {n_up} upstream x {n_down} downstream nodes)",
         f"  activation differences {gb('delta')}, building them +{gb('build')}, scores {gb('scores')}",
         f"  one forward+backward pass {gb('activations')}, kept for scoring {gb('saved_for_scoring')}, "
-        f"norm vjp {gb('norm_vjp')}, einsum copies {gb('einsum_copy')}, IG inputs {gb('inputs')}"
+        f"norm vjp {gb('norm_vjp')}, its IG sum {gb('folded_copy')}, IG inputs {gb('inputs')}"
         + (f", position groups {gb('by_region')}" if est["by_region"] else ""),
         f"  float32 weight copies {gb('weight_copies')}, awaiting the garbage collector {gb('gc_lag')}, "
         f"per-example scores on the host {gb('per_example_host')} per batch",

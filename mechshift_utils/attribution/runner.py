@@ -34,6 +34,9 @@ class ModelRunner:
             self.w_qkv = [tuple(t if t is None else t.detach().float() for t in self.arch.qkv_weights(self.hf, l))
                           for l in range(self.arch.n_layers)]
         self.attn_norms = [self.arch.norm_fn(self.arch.attn_norm(self.hf, l)) for l in range(self.arch.n_layers)]
+        # each q/k/v destination's input weights with its pre-norm's scale (and LayerNorm's centring) folded in
+        self.w_qkv_normed = [normed_qkv_weights(n, w) for n, (w, _) in zip(self.attn_norms, self.w_qkv)]
+        self.qkv_shift = [qkv_shift(n, w, bias) for n, (w, bias) in zip(self.attn_norms, self.w_qkv)]
         self.mlp_norms = [self.arch.norm_fn(self.arch.mlp_norm(self.hf, l)) for l in range(self.arch.n_layers)]
         self.final_norm = self.arch.norm_fn(self.arch.final_norm(self.hf))
 
@@ -94,8 +97,11 @@ class ModelRunner:
         frozen = [p for p in self.hf.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
+        # summing passes of a float32 model: the q/k/v products wait for the sum (see _QKVSum)
+        defer = accumulate is not None and self.hf.dtype == torch.float32 and all(
+            w is not None for w in self.w_qkv_normed)
         try:
-            saved = self._trace_gradients(ids, read, index, metric, embed_override)
+            saved = self._trace_gradients(ids, read, index, metric, embed_override, keep_qkv=defer)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
@@ -106,17 +112,21 @@ class ModelRunner:
                                                saved["g_mlp"], saved["x_final"], saved["g_final"], repeats, masks,
                                                into, weight)
                 grads = self._residual_gradients(delta.shape[0], saved["x_attn"], saved["g_qkv"], saved["x_mlp"],
-                                                 saved["g_mlp"], saved["x_final"], saved["g_final"], repeats)
+                                                 saved["g_mlp"], saved["x_final"], saved["g_final"], repeats,
+                                                 saved.get("qkv"))
                 if accumulate:
                     for (_, _, total), (_, _, g_res) in zip(accumulate, grads):
-                        total += g_res
+                        if isinstance(total, _QKVSum):
+                            total.add(g_res)
+                        else:
+                            total += g_res
                 else:
                     accumulate.extend(grads)
                 return None
         finally:
             saved.clear()
 
-    def _trace_gradients(self, ids, read, index, metric, embed_override) -> dict:
+    def _trace_gradients(self, ids, read, index, metric, embed_override, keep_qkv: bool = False) -> dict:
         """One traced forward+backward: the norms' inputs and the gradients at every destination.
 
         nnsight keeps a snapshot of this frame's locals in a reference cycle, which would hold
@@ -125,6 +135,8 @@ class ModelRunner:
         """
         a, nn = self.arch, self.nn
         saved = {"x_attn": [], "x_mlp": [], "g_mlp": [None] * a.n_layers, "g_qkv": [None] * a.n_layers}
+        if keep_qkv:  # the q/k/v projections' outputs too (_QKVSum's correction term)
+            saved["qkv"] = []
         qkv, mlp_out = [], []
         with nn.trace(ids.to(self.device)):
             if embed_override is not None:
@@ -134,6 +146,8 @@ class ModelRunner:
             for layer in range(a.n_layers):
                 saved["x_attn"].append(a.attn_norm(nn, layer).input.save())
                 qkv.append([m.output for m in a.qkv_modules(nn, layer)])
+                if keep_qkv:
+                    saved["qkv"].append([o.save() for o in qkv[-1]])
                 saved["x_mlp"].append(a.mlp_norm(nn, layer).input.save())
                 mlp_out.append(a.mlp_norm(nn, layer).output)
             saved["x_final"] = a.final_norm(nn).input.save()
@@ -148,22 +162,38 @@ class ModelRunner:
         mlp_out.clear()
         return saved
 
-    def _residual_gradients(self, b: int, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats):
+    def _residual_gradients(self, b: int, x_attn, g_qkv, x_mlp, g_mlp, x_final, g_final, repeats, qkv=None):
         """Destination by destination group (each layer's q/k/v inputs, its MLP, the logits), as a
         generator: (the destination index or slice, how many upstream nodes feed it, the metric's
         gradient at its residual input, through the pre-norm, summed over the stacked runs:
-        [b, pos, n, d_model])."""
+        [b, pos, n, d_model]). With ``qkv`` (the q/k/v projections' outputs of the pass), each layer's
+        q/k/v group comes as a :class:`_QKVSum` instead, to be added to the other passes' first."""
         a, g = self.arch, self.graph
 
         def fold(t):  # sum the stacked runs: [repeats * b, ...] -> [b, ...]
             return t if repeats == 1 else t.reshape(repeats, b, *t.shape[1:]).sum(0)
 
+        def fold_n_major(t):  # the same for [repeats * b, p, n, d] views of n-major tensors, kept n-major
+            if repeats == 1:
+                return t
+            n_major = t.permute(2, 0, 1, 3)
+            return n_major.reshape(n_major.shape[0], repeats, b, *n_major.shape[2:]).sum(1).permute(1, 2, 0, 3)
+
         for layer in range(a.n_layers):
             u = g.up_until(layer)
-            w, _ = self.w_qkv[layer]
-            g_heads = torch.einsum("bpnk,ndk->bpnd", a.split_qkv([t.float() for t in g_qkv[layer]]), w)
-            yield g.attn_dest_slice(layer), u, fold(norm_vjp(self.attn_norms[layer], x_attn[layer], g_heads))
-            del g_heads
+            g_k = a.split_qkv([t.float() for t in g_qkv[layer]])  # [repeats * b, pos, n, head_dim]
+            if qkv is not None:
+                g_res = _QKVSum.of_pass(self.attn_norms[layer], x_attn[layer], g_k, a.split_qkv(qkv[layer]),
+                                        self.qkv_shift[layer], self.w_qkv_normed[layer], repeats)
+            elif self.w_qkv_normed[layer] is not None:
+                g_res = fold_n_major(qkv_norm_vjp(self.attn_norms[layer], x_attn[layer], g_k,
+                                                  self.w_qkv_normed[layer]))
+            else:
+                g_res = fold(norm_vjp(self.attn_norms[layer], x_attn[layer],
+                                      torch.einsum("bpnk,ndk->bpnd", g_k, self.w_qkv[layer][0])))
+            del g_k
+            yield g.attn_dest_slice(layer), u, g_res
+            del g_res
             yield (g.mlp_dest(layer), u + a.n_heads,
                    fold(norm_vjp(self.mlp_norms[layer], x_mlp[layer], g_mlp[layer].float()[:, :, None])))
         yield len(g.downstream) - 1, len(g.upstream), fold(norm_vjp(self.final_norm, x_final,
@@ -193,17 +223,21 @@ class ModelRunner:
                 split = g_res[:, :, 0, :, None] * masks.transpose(1, 2)[:, :, None, :]  # [b, p, d, R]
                 parts = torch.bmm(flat[:, :upto], split.reshape(b, -1, masks.shape[1])).transpose(1, 2)[..., None]
             else:  # q/k/v of every head: already n columns a product, one product per group
-                g_t = g_res.permute(0, 1, 3, 2).contiguous()  # [b, p, d, n], the product's layout
-                part = torch.empty_like(g_t)  # each group's masked copy, written in place
-                parts = torch.stack([torch.bmm(flat[:, :upto], torch.mul(g_t, masks[:, r, :, None, None], out=part)
-                                               .view(b, -1, n)) for r in range(masks.shape[1])], 1)  # [b, R, upto, n]
+                g_n = g_res.permute(2, 0, 1, 3).contiguous()  # [n, b, p, d]: a view when it comes n-major
+                part = torch.empty_like(g_n)  # each group's masked copy, written in place
+                parts = torch.stack([torch.bmm(flat[:, :upto], torch.mul(g_n, masks[None, :, r, :, None], out=part)
+                                               .view(n, b, -1).permute(1, 2, 0))
+                                     for r in range(masks.shape[1])], 1)  # [b, R, upto, n]
             summed = weight * parts.sum(0)
             into[:, :upto, dest] += summed if isinstance(dest, slice) else summed[:, :, 0]
             return parts.sum(1)
 
         out = torch.zeros(b, len(g.upstream), len(g.downstream), device=self.device)
         for dest, upto, g_res in grads:
+            if isinstance(g_res, _QKVSum):
+                g_res = g_res.finish()
             scores = contract(upto, g_res, dest)
+            del g_res
             out[:, :upto, dest] = scores if isinstance(dest, slice) else scores[:, :, 0]
         return out
 
@@ -326,6 +360,100 @@ def runner_for(model, shift: bool = True) -> ModelRunner:
         runner = _RUNNERS[key] = ModelRunner(model, shift)
     runner.shift = shift
     return runner
+
+
+def normed_qkv_weights(norm, w: torch.Tensor) -> torch.Tensor | None:
+    """[n, d, head_dim] q/k/v input weights with a LayerNorm's or RMSNorm's weight folded in along d, and
+    for LayerNorm centred over d (so that a cotangent mapped through them has mean zero over d_model, as
+    the LayerNorm's product wants); None for any other norm (see :func:`qkv_norm_vjp`)."""
+    if getattr(norm, "kind", None) not in ("layer", "rms"):
+        return None
+    folded = w.float() * norm.weight.detach().float()[None, :, None]
+    return folded - folded.mean(1, keepdim=True) if norm.kind == "layer" else folded
+
+
+def qkv_shift(norm, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """[n, head_dim]: what each q/k/v output has beside (x̂ * norm weight) W: LayerNorm's bias through W
+    and the projection's bias (so that output - shift = x̂ W'', W'' of :func:`normed_qkv_weights`, x̂
+    summing to zero over d for LayerNorm); None for any other norm."""
+    if getattr(norm, "kind", None) not in ("layer", "rms"):
+        return None
+    shift = torch.zeros(w.shape[0], w.shape[2], dtype=torch.float32, device=w.device)
+    if norm.kind == "layer" and norm.bias is not None:
+        shift += torch.einsum("d,ndk->nk", norm.bias.detach().float(), w.float())
+    return shift if bias is None else shift + bias.float()
+
+
+class _QKVSum:
+    """One layer's q/k/v gradients at the residual input (:func:`qkv_norm_vjp`), summed over IG points,
+    with the product through the weights done once for the sum.
+
+    Per point, r (W''ᵀ g) - x̂ * mean(r (W''ᵀ g) * x̂) (see :func:`qkv_norm_vjp`); the first term is
+    linear in r g, so the points' r g are summed at head_dim size and multiplied by W'' once. The
+    second needs r g . (x̂ W'') / d per point, and x̂ W'' is the q/k/v output less :func:`qkv_shift`:
+    a head_dim-sized dot. What is kept per point: x̂ [b, p, d] and that [b, p, n] factor; at the end
+    their outer products are summed in one batched product."""
+
+    def __init__(self, w_normed, g_r, x_hats, projs):
+        self.w_normed, self.g_r, self.x_hats, self.projs = w_normed, g_r, x_hats, projs
+
+    @classmethod
+    def of_pass(cls, norm, x, g_k, out_k, shift, w_normed, repeats: int) -> "_QKVSum":
+        """A pass's points (``repeats`` stacked along the batch): x [r * b, p, d] the norm's input, g_k and
+        out_k [r * b, p, n, head_dim] the q/k/v outputs' gradients and the outputs."""
+        xf = x.detach().float()
+        if norm.kind == "layer":
+            xf = xf - xf.mean(-1, keepdim=True)
+        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)  # [rb, p, 1]
+        g_r = g_k.float() * r[:, :, :, None]
+        proj = (g_r * (out_k.float() - shift)).sum(-1).div_(x.shape[-1])  # [rb, p, n]
+        x_hat = xf * r
+        rb = x.shape[0]
+        b = rb // repeats
+        g_r = g_r.reshape(repeats, b, *g_r.shape[1:]).sum(0) if repeats > 1 else g_r
+        return cls(w_normed, g_r, list(x_hat.reshape(repeats, b, *x_hat.shape[1:]).unbind(0)),
+                   list(proj.reshape(repeats, b, *proj.shape[1:]).unbind(0)))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.g_r, *self.x_hats, *self.projs))
+
+    def add(self, other: "_QKVSum") -> None:
+        self.g_r += other.g_r
+        self.x_hats.extend(other.x_hats)
+        self.projs.extend(other.projs)
+
+    def finish(self) -> torch.Tensor:
+        """The sum over the points, [b, p, n, d]: a view of an n-major tensor [n, b, p, d]."""
+        b, p, n, k = self.g_r.shape
+        out = torch.bmm(self.g_r.permute(2, 0, 1, 3).reshape(n, b * p, k), self.w_normed.transpose(1, 2))
+        xs = torch.stack(self.x_hats, 2).view(b * p, len(self.x_hats), -1)  # [bp, P, d]
+        projs = torch.stack(self.projs, 3).view(b * p, n, len(self.projs))  # [bp, n, P]
+        out -= torch.bmm(projs, xs).transpose(0, 1)  # sum over the points of x̂ times their factor
+        return out.view(n, b, p, -1).permute(1, 2, 0, 3)
+
+
+def qkv_norm_vjp(norm, x: torch.Tensor, g_k: torch.Tensor, w_normed: torch.Tensor) -> torch.Tensor:
+    """``norm_vjp(norm, x, einsum("bpnk,ndk->bpnd", g_k, w))`` for the q/k/v gradients ``g_k``
+    [b, p, n, head_dim] and their input weights w, with ``w_normed`` = :func:`normed_qkv_weights` (norm, w).
+
+    The norm's weight (and LayerNorm's mean over d) is already in the weights and 1/std is applied to
+    the head_dim-sized gradients, so what is written at d_model size is one product and one
+    correction: r * (gw - mean(gw)) = (r g) W'' and then minus x̂ * mean(that * x̂), as in
+    :func:`norm_vjp` (x̂ has mean zero, so the centred gw gives the same mean). The result is a view
+    [b, p, n, d] of an n-major tensor [n, b, p, d], the layout the score products read.
+    """
+    xf = x.detach().float()
+    if norm.kind == "layer":
+        xf = xf - xf.mean(-1, keepdim=True)
+    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)  # [b, p, 1]
+    x_hat = (xf * r).reshape(-1, x.shape[-1])  # [b * p, d]
+    b, p, n, k = g_k.shape
+    g_r = (g_k.float() * r[:, :, :, None]).permute(2, 0, 1, 3).reshape(n, b * p, k)
+    out = torch.bmm(g_r, w_normed.transpose(1, 2))  # [n, b * p, d] = r * (gw - mean(gw))
+    proj = torch.bmm(out.transpose(0, 1), x_hat[:, :, None]).div_(x.shape[-1])  # [b * p, n, 1]
+    out.addcmul_(x_hat[None], proj.transpose(0, 1), value=-1.0)
+    return out.view(n, b, p, -1).permute(1, 2, 0, 3)
 
 
 def norm_vjp(norm, x: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
