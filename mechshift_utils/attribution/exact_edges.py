@@ -9,7 +9,9 @@ numbers come from plain tensor operations on a GPT-2 (the embedded organism's ar
   head's z_h W_O[h], each MLP's output) and every layer's residual stream are kept;
 * patching edge u -> v changes only v's input (clean input + a_u(corrupted) - a_u(clean)), so the
   run starts at v's layer from the cached clean residual;
-* all upstream nodes of one destination are patched at once, one copy of the batch each.
+* all upstream nodes of one destination are patched at once, one copy of the batch each;
+* the metric reads one position, so the last block is computed only there (its attention for that
+  query alone, with keys and values everywhere; its MLP on that row).
 
 The result is the engine's ``exact`` edge score (the metric of the patched run minus the clean one,
 per example; "patching" ablation), checked against it in tests/test_exact_edges.py.
@@ -46,11 +48,13 @@ class _GPT2:
     def ln(self, module, x):
         return F.layer_norm(x, (self.d,), module.weight, module.bias, module.eps)
 
-    def attention(self, blk, x_qkv: torch.Tensor, override: tuple[int, int, torch.Tensor] | None = None):
+    def attention(self, blk, x_qkv: torch.Tensor, override: tuple[int, int, torch.Tensor] | None = None,
+                  read: torch.Tensor | None = None):
         """Attention of a block from its normed input ``x_qkv`` [B, L, d]. ``override`` (which of q/k/v:
         0/1/2, head, patched normed input [R, L, d] with R a multiple of B): that head's q, k or v is
         computed from the patched input, one copy of the batch per patch. Returns (z [R, L, H, dh], the
-        attention output with c_proj's bias [R, L, d])."""
+        attention output with c_proj's bias [R, L, d]). ``read`` [R]: only each row's query at that
+        position (keys and values at every position): z [R, 1, H, dh], output [R, d]."""
         b, length, _ = x_qkv.shape
         qkv = (x_qkv @ blk.attn.c_attn.weight + blk.attn.c_attn.bias).view(b, length, 3, self.heads, self.dh)
         if override is not None:
@@ -62,9 +66,15 @@ class _GPT2:
             qkv = qkv.clone()
             qkv[:, :, which, head] = x_patched @ w + bias
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal).transpose(1, 2)  # [R, L, H, dh]
-        out = z.reshape(z.shape[0], length, self.d) @ blk.attn.c_proj.weight + blk.attn.c_proj.bias
-        return z, out
+        if read is None:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal).transpose(1, 2)  # [R, L, H, dh]
+            out = z.reshape(z.shape[0], length, self.d) @ blk.attn.c_proj.weight + blk.attn.c_proj.bias
+            return z, out
+        rows = torch.arange(q.shape[0], device=q.device)
+        q = q[rows, :, read][:, :, None]  # [R, H, 1, dh]
+        mask = (torch.arange(length, device=q.device)[None, :] <= read[:, None])[:, None, None] if self.causal else None
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)  # [R, 1, H, dh]
+        return z, z.reshape(z.shape[0], self.d) @ blk.attn.c_proj.weight + blk.attn.c_proj.bias
 
     def mlp(self, blk, x):
         return blk.mlp(x)
@@ -96,20 +106,39 @@ def _runs(g: _GPT2, ids: torch.Tensor):
     return pre, mid, torch.stack(nodes, 2), h
 
 
-def _metric(g: _GPT2, h_final, read, correct, counter):
-    x = g.ln(g.tr.ln_f, h_final[torch.arange(h_final.shape[0]), read])
+def _metric(g: _GPT2, h_read, correct, counter):
+    """The logit difference from the final residual at the read position, [R, d]."""
+    x = g.ln(g.tr.ln_f, h_read)
     w = g.m.lm_head.weight
     return ((x * (w[correct] - w[counter])).sum(-1))
 
 
+def _at(h: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
+    """Each row's residual at its read position: [R, L, d] -> [R, d]."""
+    return h[torch.arange(h.shape[0], device=h.device), read]
+
+
 @torch.no_grad()
-def _finish(g: _GPT2, h: torch.Tensor, start_layer: int) -> torch.Tensor:
-    """The clean forward of layers ``start_layer``.. on residual ``h`` (patched rows included)."""
-    for blk in g.tr.h[start_layer:]:
+def _last_block_at_read(g: _GPT2, blk, h: torch.Tensor, read: torch.Tensor, override=None,
+                        x_qkv: torch.Tensor | None = None) -> torch.Tensor:
+    """The last block on residual ``h`` [R, L, d], computed only where the metric reads it: its
+    attention for the read query alone (keys and values everywhere), its MLP on that row: [R, d].
+    ``override`` and ``x_qkv`` (the clean normed input it repeats) as :meth:`_GPT2.attention`'s."""
+    _, attn = g.attention(blk, g.ln(blk.ln_1, h) if x_qkv is None else x_qkv, override, read=read)
+    h_read = _at(h, read) + attn
+    return h_read + g.mlp(blk, g.ln(blk.ln_2, h_read))
+
+
+@torch.no_grad()
+def _finish(g: _GPT2, h: torch.Tensor, start_layer: int, read: torch.Tensor) -> torch.Tensor:
+    """The clean forward of layers ``start_layer``.. on residual ``h`` [R, L, d] (patched rows
+    included), the last layer only at the read positions: the final residual there, [R, d]."""
+    last = len(g.tr.h) - 1
+    for blk in g.tr.h[start_layer:last]:
         _, attn = g.attention(blk, g.ln(blk.ln_1, h))
         h = h + attn
         h = h + g.mlp(blk, g.ln(blk.ln_2, h))
-    return h
+    return _last_block_at_read(g, g.tr.h[last], h, read) if start_layer <= last else _at(h, read)
 
 
 @torch.no_grad()
@@ -134,15 +163,17 @@ def exact_edge_scores(model, data: EncodedTask, shift: bool = True, batch_size: 
         pre, mid, clean_nodes, h_final = _runs(g, ids)
         _, _, cor_nodes, _ = _runs(g, cor)
         delta = cor_nodes - clean_nodes  # [b, L, n_up, d]
-        base = _metric(g, h_final, read, correct, counter)
+        base = _metric(g, _at(h_final, read), correct, counter)
 
-        def scores_for(rows_h: torch.Tensor, n_src: int) -> torch.Tensor:
-            m = _metric(g, rows_h, read.repeat(n_src), correct.repeat(n_src), counter.repeat(n_src))
+        def scores_for(h_read: torch.Tensor, n_src: int) -> torch.Tensor:
+            m = _metric(g, h_read, correct.repeat(n_src), counter.repeat(n_src))
             return (m.view(n_src, b) - base[None]).T.cpu()  # [b, n_src]
 
         for layer in range(n_layers):
             blk = g.tr.h[layer]
+            last = layer == n_layers - 1  # the metric reads one position: the last block computes only that
             n_src = graph.up_until(layer)
+            read_rep = read.repeat(n_src)
             # sources first, batch second: row (u, i) carries example i with u patched
             d_src = delta[:, :, :n_src].permute(2, 0, 1, 3).reshape(n_src * b, *delta.shape[1:2], g.d)
             h_rep = pre[layer].repeat(n_src, 1, 1)
@@ -150,21 +181,27 @@ def exact_edge_scores(model, data: EncodedTask, shift: bool = True, batch_size: 
             x_clean = g.ln(blk.ln_1, pre[layer])
             for which in range(3):
                 for head in range(heads):
-                    _, attn = g.attention(blk, x_clean, (which, head, x_pat))
-                    h = h_rep + attn
-                    h = h + g.mlp(blk, g.ln(blk.ln_2, h))
-                    h = _finish(g, h, layer + 1)
+                    if last:
+                        h = _last_block_at_read(g, blk, h_rep, read_rep, (which, head, x_pat), x_clean)
+                    else:
+                        _, attn = g.attention(blk, x_clean, (which, head, x_pat))
+                        h = h_rep + attn
+                        h = _finish(g, h + g.mlp(blk, g.ln(blk.ln_2, h)), layer + 1, read_rep)
                     dest = graph.attn_dest_slice(layer).start + which * heads + head
                     out[idx, :n_src, dest] = scores_for(h, n_src)
             n_mlp_src = n_src + heads
+            read_rep = read.repeat(n_mlp_src)
             d_src = delta[:, :, :n_mlp_src].permute(2, 0, 1, 3).reshape(n_mlp_src * b, delta.shape[1], g.d)
             h_mid = mid[layer].repeat(n_mlp_src, 1, 1)
+            if last:  # the MLP acts position by position: the read row is all the metric needs
+                h_mid, d_src = _at(h_mid, read_rep), _at(d_src, read_rep)
             h = h_mid + g.mlp(blk, g.ln(blk.ln_2, h_mid + d_src))
-            h = _finish(g, h, layer + 1)
+            h = h if last else _finish(g, h, layer + 1, read_rep)
             out[idx, :n_mlp_src, graph.mlp_dest(layer)] = scores_for(h, n_mlp_src)
             bar.update(1)
         n_all = len(graph.upstream)
         d_src = delta.permute(2, 0, 1, 3).reshape(n_all * b, delta.shape[1], g.d)
-        out[idx, :, len(graph.downstream) - 1] = scores_for(h_final.repeat(n_all, 1, 1) + d_src, n_all)
+        out[idx, :, len(graph.downstream) - 1] = scores_for(
+            _at(h_final.repeat(n_all, 1, 1) + d_src, read.repeat(n_all)), n_all)
     bar.close()
     return out * graph.valid
