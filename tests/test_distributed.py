@@ -1,9 +1,12 @@
-"""Attribution sharded over processes (torch.distributed, gloo on the CPU): two processes spawned here
-give every rank the result of one process, in the examples' order, for every method and ablation."""
+"""Attribution and scoring sharded over processes (torch.distributed, gloo on the CPU): two processes
+spawned here give every rank the result of one process, in the examples' order, for every method and
+ablation, and the scoring table of one process."""
 import os
 import socket
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -11,6 +14,10 @@ from mechshift_utils import tasks
 from mechshift_utils.attribution.distributed import attribute_distributed, shard_bounds
 from mechshift_utils.attribution.engine import attribute
 from mechshift_utils.attribution.metrics import logit_diff
+from mechshift_utils.evaluation.accuracy import evaluate_models
+from mechshift_utils.evaluation.distributed import evaluate_models_distributed, score_models_distributed
+from mechshift_utils.evaluation.scoring import score_models
+from mechshift_utils.models import Decoding
 from mechshift_utils.tasks.encoding import encode_examples
 
 WORLD = 2
@@ -56,6 +63,21 @@ def cases(data):
     }
 
 
+def scoring_cases(model, data):
+    """name -> (models, decodings, data): two names for the model, decoded two ways."""
+    models = {"in_order": model, "by_confidence": model}
+    decodings = {"in_order": Decoding("left_to_right"), "by_confidence": Decoding("confidence")}
+    countdown = encode_examples(tasks.generate("countdown", 5, 1), build_tokenizer())  # several answer slots
+    return {"ioi": (models, decodings, data), "countdown": (models, decodings, countdown),
+            "one-example": (models, decodings, data.subset([3]))}
+
+
+def build_tokenizer():
+    from mechshift_utils.tasks import build_word_tokenizer
+
+    return build_word_tokenizer()
+
+
 def fields(result):
     out = {name: getattr(result, name) for name in FIELDS}
     out.update(ig_steps=result.ig_steps, ig_rule=result.ig_rule, method=result.method, ablation=result.ablation)
@@ -71,6 +93,12 @@ def worker(rank, port, folder):
     try:
         model, data = micro_setup()
         out = {name: fields(attribute_distributed(model, d, **kw)) for name, (d, kw) in cases(data).items()}
+        tok = build_tokenizer()
+        out["scoring"] = {name: score_models_distributed(m, dec, d, tok, batch_size=2)
+                          for name, (m, dec, d) in scoring_cases(model, data).items()}
+        m, dec, _ = scoring_cases(model, data)["ioi"]
+        out["evaluation"] = evaluate_models_distributed(m, dec, {k: v[2] for k, v in scoring_cases(model, data).items()
+                                                                 if k != "one-example"}, tok)
         mine = data.subset(range(len(data))) if rank == 0 else data.subset(range(len(data) - 1))
         try:  # the ranks hold different data: both stop, with the same message
             attribute_distributed(model, mine, method="eap", progress=False)
@@ -156,3 +184,33 @@ def test_a_failure_on_one_rank_stops_every_rank(gathered):
     assert "boom on the second half" in gathered[1]["failure"]
     assert gathered[0]["failure"].startswith("RuntimeError: distributed attribution failed on rank(s) 1:")
     assert "boom on the second half" in gathered[0]["failure"]
+
+
+@pytest.mark.parametrize("name", ["ioi", "countdown", "one-example"])
+def test_two_processes_score_as_one_process(gathered, name):
+    model, data = micro_setup()
+    torch.set_num_threads(1)
+    models, decodings, d = scoring_cases(model, data)[name]
+    want = score_models(models, decodings, d, build_tokenizer(), batch_size=2)
+    for out in gathered:
+        got = out["scoring"][name]
+        assert list(got.columns) == list(want.columns) and len(got) == len(want)
+        exact = ["task", "regime", "model", "example", "prediction", "correct"]
+        pd.testing.assert_frame_equal(got[exact], want[exact])
+        for col in ("logit_diff", "logit_diff_corrupted"):
+            assert np.allclose(got[col], want[col], rtol=1e-5, atol=1e-5), col
+
+
+def test_two_processes_evaluate_as_one_process(gathered):
+    model, data = micro_setup()
+    torch.set_num_threads(1)
+    cases_ = scoring_cases(model, data)
+    models, decodings, _ = cases_["ioi"]
+    want_scores, want_table = evaluate_models(models, decodings, {k: v[2] for k, v in cases_.items()
+                                                                  if k != "one-example"}, build_tokenizer(),
+                                              progress=False)
+    for out in gathered:
+        got_scores, got_table = out["evaluation"]
+        pd.testing.assert_frame_equal(got_scores.drop(columns=["logit_diff", "logit_diff_corrupted"]),
+                                      want_scores.drop(columns=["logit_diff", "logit_diff_corrupted"]))
+        pd.testing.assert_frame_equal(got_table, want_table)

@@ -46,43 +46,16 @@ process (13 MB per example for Llama-7B).
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 import torch.distributed as dist
 
+from ..core.distributed import check_same_data, gather_objects, guarded, is_distributed
+from ..core.distributed import data_fingerprint, shard_bounds  # noqa: F401 - this module's public names too
 from ..core.validation import ParameterError
 from ..tasks import EncodedTask
 from .engine import Attribution, activation_sum, attribute, batch_indices, check_arguments
 from .metrics import Metric, logit_diff
 from .runner import runner_for
-
-
-def is_distributed() -> bool:
-    """Whether ``torch.distributed`` is available and initialised (e.g. under ``torchrun``)."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def shard_bounds(n: int, world_size: int) -> list[tuple[int, int]]:
-    """Contiguous shards of ``n`` examples over ``world_size`` ranks, [(start, stop)] in rank order; sizes
-    differ by at most one, the first ranks the larger (a rank gets none when n < world_size)."""
-    base, extra = divmod(n, world_size)
-    bounds, start = [], 0
-    for rank in range(world_size):
-        stop = start + base + (rank < extra)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
-
-
-def data_fingerprint(data: EncodedTask) -> str:
-    """A digest of the examples' tensors, to check that every rank holds the same data."""
-    digest = hashlib.sha256()
-    for t in (data.clean_ids, data.corrupted_ids, data.answer_positions, data.correct_ids,
-              data.counterfactual_ids):
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def attribute_distributed(model, data: EncodedTask, method: str = "eap-ig", ablation: str = "patching",
@@ -104,11 +77,7 @@ def attribute_distributed(model, data: EncodedTask, method: str = "eap-ig", abla
     if not len(data):
         raise ParameterError("data: expected at least one example, got none")
     world, rank = dist.get_world_size(group), dist.get_rank(group)
-    prints = _gather(data_fingerprint(data), group)
-    if len(set(prints)) > 1:
-        differ = [r for r, p in enumerate(prints) if p != prints[0]]
-        raise ParameterError(f"data: every process must hold the same examples; ranks {differ} differ from "
-                             f"rank 0 ({len(data)} examples here, on rank {rank})")
+    check_same_data(data, group)
     start, stop = shard_bounds(len(data), world)[rank]
     shard = data.subset(range(start, stop))
     whole = metric or logit_diff(data)
@@ -119,7 +88,7 @@ def attribute_distributed(model, data: EncodedTask, method: str = "eap-ig", abla
     runner = runner_for(model, shift)
     mean_acts = None
     if ablation == "mean":
-        local = _guarded(lambda: activation_sum(runner, shard, batch_indices(len(shard), batch_size))
+        local = guarded(lambda: activation_sum(runner, shard, batch_indices(len(shard), batch_size))
                          if len(shard) else None, group, "summing the activations for the mean ablation")
         if local is None:
             shape = (data.clean_ids.shape[1], len(runner.graph.upstream), runner.arch.d_model)
@@ -127,32 +96,11 @@ def attribute_distributed(model, data: EncodedTask, method: str = "eap-ig", abla
         dist.all_reduce(local, op=dist.ReduceOp.SUM, group=group)
         mean_acts = local / len(data)
 
-    result = _guarded(lambda: attribute(model, shard, metric=shard_metric, progress=progress and rank == 0,
+    result = guarded(lambda: attribute(model, shard, metric=shard_metric, progress=progress and rank == 0,
                                         mean_acts=mean_acts, **options) if len(shard) else None,
                       group, "attribution")
-    pieces = _gather(None if result is None else _piece(result), group)
+    pieces = gather_objects(None if result is None else _piece(result), group)
     return _merged(runner.graph, pieces, len(data), method, ablation, ig_steps, ig_rule)
-
-
-def _gather(obj, group) -> list:
-    out = [None] * dist.get_world_size(group)
-    dist.all_gather_object(out, obj, group=group)
-    return out
-
-
-def _guarded(work, group, what: str):
-    """``work()`` on this rank; when it fails on any rank, every rank stops (no rank left waiting)."""
-    try:
-        value, failure = work(), None
-    except Exception as err:  # noqa: BLE001 - re-raised below, on this rank and reported on the others
-        value, failure = None, err
-    failures = _gather(None if failure is None else f"{type(failure).__name__}: {failure}", group)
-    if failure is not None:
-        raise failure
-    bad = [(r, f) for r, f in enumerate(failures) if f is not None]
-    if bad:
-        raise RuntimeError(f"distributed {what} failed on rank(s) " + "; ".join(f"{r}: {f}" for r, f in bad))
-    return value
 
 
 def _piece(result: Attribution) -> dict:
