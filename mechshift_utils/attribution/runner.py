@@ -362,6 +362,16 @@ def runner_for(model, shift: bool = True) -> ModelRunner:
     return runner
 
 
+def _normalised(norm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂, r) of a LayerNorm or RMSNorm's input x [b, p, d], in float32: the normalised input before the
+    weight (centred for LayerNorm) and the reciprocal standard deviation (root mean square) [b, p, 1]."""
+    xf = x.detach().float()
+    if norm.kind == "layer":
+        xf = xf - xf.mean(-1, keepdim=True)
+    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)
+    return xf * r, r
+
+
 def normed_qkv_weights(norm, w: torch.Tensor) -> torch.Tensor | None:
     """[n, d, head_dim] q/k/v input weights with a LayerNorm's or RMSNorm's weight folded in along d, and
     for LayerNorm centred over d (so that a cotangent mapped through them has mean zero over d_model, as
@@ -401,13 +411,9 @@ class _QKVSum:
     def of_pass(cls, norm, x, g_k, out_k, shift, w_normed, repeats: int) -> "_QKVSum":
         """A pass's points (``repeats`` stacked along the batch): x [r * b, p, d] the norm's input, g_k and
         out_k [r * b, p, n, head_dim] the q/k/v outputs' gradients and the outputs."""
-        xf = x.detach().float()
-        if norm.kind == "layer":
-            xf = xf - xf.mean(-1, keepdim=True)
-        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)  # [rb, p, 1]
+        x_hat, r = _normalised(norm, x)  # [rb, p, d], [rb, p, 1]
         g_r = g_k.float() * r[:, :, :, None]
         proj = (g_r * (out_k.float() - shift)).sum(-1).div_(x.shape[-1])  # [rb, p, n]
-        x_hat = xf * r
         rb = x.shape[0]
         b = rb // repeats
         g_r = g_r.reshape(repeats, b, *g_r.shape[1:]).sum(0) if repeats > 1 else g_r
@@ -443,11 +449,8 @@ def qkv_norm_vjp(norm, x: torch.Tensor, g_k: torch.Tensor, w_normed: torch.Tenso
     :func:`norm_vjp` (x̂ has mean zero, so the centred gw gives the same mean). The result is a view
     [b, p, n, d] of an n-major tensor [n, b, p, d], the layout the score products read.
     """
-    xf = x.detach().float()
-    if norm.kind == "layer":
-        xf = xf - xf.mean(-1, keepdim=True)
-    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)  # [b, p, 1]
-    x_hat = (xf * r).reshape(-1, x.shape[-1])  # [b * p, d]
+    x_hat, r = _normalised(norm, x)  # [b, p, d], [b, p, 1]
+    x_hat = x_hat.reshape(-1, x.shape[-1])  # [b * p, d]
     b, p, n, k = g_k.shape
     g_r = (g_k.float() * r[:, :, :, None]).permute(2, 0, 1, 3).reshape(n, b * p, k)
     out = torch.bmm(g_r, w_normed.transpose(1, 2))  # [n, b * p, d] = r * (gw - mean(gw))
@@ -475,11 +478,8 @@ def norm_vjp(norm, x: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(norm(stacked).float(), stacked, cotangents)
         return grad
-    xf = x.detach().float()
-    if kind == "layer":
-        xf = xf - xf.mean(-1, keepdim=True)
-    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)  # [b, p, 1]
-    x_hat = (xf * r)[:, :, None]  # [b, p, 1, d]
+    x_hat, r = _normalised(norm, x)  # [b, p, d], [b, p, 1]
+    x_hat = x_hat[:, :, None]  # [b, p, 1, d]
     out = cotangents.float() * norm.weight.detach().float()  # gw, the one new [b, p, n, d] tensor
     proj = torch.matmul(out, x_hat.transpose(-1, -2)).div_(x.shape[-1])  # mean(gw * x̂): [b, p, n, 1]
     if kind == "layer":
