@@ -42,6 +42,7 @@
 # circuit more than the null by more than that; otherwise it is **inconclusive**.
 
 # %% tags=["parameters"]
+# mechshift: after 02  (the notebooks this one needs; run_all.sh --jobs runs others beside it)
 model_pair = "embedded"
 seed = 0
 seeds = 0  # trained models per recipe; 0: 3 for the embedded pair, 1 for a real pair

@@ -40,6 +40,7 @@
 # attribution at all, so no circuit to compare with: their Jaccard is left undefined.
 
 # %% tags=["parameters"]
+# mechshift: after 01  (the notebooks this one needs; run_all.sh --jobs runs others beside it)
 # mechshift: embedded pair only
 model_pair = "embedded"
 seed = 0

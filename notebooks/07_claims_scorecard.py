@@ -32,6 +32,7 @@
 # from exact edge patching.
 
 # %% tags=["parameters"]
+# mechshift: after 03 04 05  (the notebooks this one needs; run_all.sh --jobs runs others beside it)
 model_pair = "embedded"
 seed = 0
 seeds = 0

@@ -184,3 +184,44 @@ def test_ctrl_c_prints_one_line_stops_the_kernel_and_exits_130(tmp_path):
                         "last saved step")
     time.sleep(1)
     assert not [pid for pid in kernels if _running(pid)], "the kernel still runs"
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_notebooks_running_side_by_side(tmp_path):
+    """--jobs 2: both notebooks' processes and kernels stop, and the runner prints one line naming both."""
+    book = tmp_path / "nbs"
+    book.mkdir()
+    for name in ("01_left", "02_right"):
+        flag = tmp_path / name
+        (book / f"{name}.py").write_text(f"# %%\n# mechshift: after\nimport pathlib, time\n"
+                                         f"pathlib.Path({str(flag)!r}).touch()\ntime.sleep(120)\n")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "mechshift_utils.notebook.runner", "--notebook-dir", str(book), "--jobs", "2",
+         "--output-dir", str(tmp_path / "out")], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not ((tmp_path / "01_left").exists() and (tmp_path / "02_right").exists()):
+            assert runner.poll() is None and time.time() < deadline, "the notebooks never started"
+            time.sleep(0.2)
+        below = _descendants(runner.pid)
+        assert len(below) >= 4, "two notebook processes, each with its kernel"
+        os.killpg(runner.pid, signal.SIGINT)
+        output, _ = runner.communicate(timeout=90)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130, output
+    lines = output.strip().splitlines()
+    assert lines[-1] == ("[mechshift] interrupted in 01_left.py, 02_right.py; run the same command again to resume "
+                         "from the last saved step"), output
+    assert not [line for line in lines if "Traceback" in line or "Error" in line], output
+    time.sleep(1)
+    assert not [pid for pid in below if _running(pid)], "a notebook process or kernel still runs"

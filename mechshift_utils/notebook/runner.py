@@ -1,7 +1,14 @@
 """Run the notebooks headlessly: jupytext .py -> .ipynb -> papermill, in order.
 
-``python -m mechshift_utils.notebook.runner [-p NAME VALUE ...] [--only 01 02] [--output-dir DIR]``
+``python -m mechshift_utils.notebook.runner [-p NAME VALUE ...] [--only 01 02] [--jobs N] [--output-dir DIR]``
 (run_all.sh calls this). Stops at the first failing notebook, naming it and the cell.
+
+* A notebook names the notebooks it needs in a line ``# mechshift: after 01 02`` (without one: every
+  notebook before it). With ``--jobs N`` > 1, notebooks whose prerequisites are done run at the same
+  time, each in its own process and kernel, their output lines prefixed with their number; a notebook
+  that can run beside another one gets ``cores // N`` threads, one that runs alone keeps every core
+  (fixed by the order of the notebooks, not by timing). On this pipeline the numbers do not depend
+  on the number of threads (every figure comes out byte-identical either way).
 
 * Every kernel runs this checkout's code: the checkout is put first on the kernel's
   ``PYTHONPATH`` and named in ``$MECHSHIFT_CHECKOUT`` (checked again inside each notebook).
@@ -14,9 +21,12 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import json
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -175,23 +185,35 @@ def run_notebook(source: Path, output_dir: Path, parameters: dict) -> Path:
 
 
 def run_all(parameters: dict, output_dir: Path = DEFAULT_OUTPUT_DIR, only: list[str] | None = None,
-            notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Execute the notebooks in order, each with the ``parameters`` its parameters cell takes.
-    Unknown names stop the run before anything executes (ParameterError)."""
+            notebook_dir: Path = NOTEBOOK_DIR, jobs: int = 1) -> list[Path]:
+    """Execute the notebooks, each with the ``parameters`` its parameters cell takes: in order with
+    ``jobs=1``; with ``jobs`` > 1, up to that many at once as their prerequisites allow (see the module
+    docstring). Unknown names stop the run before anything executes (ParameterError). Returns the
+    executed notebooks in the notebooks' order."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ParameterError(f"--jobs: expected a positive integer, got {jobs!r}")
     sources = discover(notebook_dir, only)
     taken = check_parameter_names(parameters, sources)
-    done = []
+    prerequisites = notebook_prerequisites(sources, discover(notebook_dir))
+    given = {source: {k: v for k, v in parameters.items() if k in taken[source]} for source in sources}
+    runnable = []
+    for source in sources:
+        if embedded_only(source) and given[source].get("model_pair", "embedded") != "embedded":
+            print(f"[mechshift] skipping {source.name}: it needs the embedded pair's post-training "
+                  f"checkpoints (a real pair has none)", flush=True)
+            continue
+        runnable.append(source)
     with kernel_environment(REPO_ROOT):
-        for source in sources:
-            given = {k: v for k, v in parameters.items() if k in taken[source]}
-            if embedded_only(source) and given.get("model_pair", "embedded") != "embedded":
-                print(f"[mechshift] skipping {source.name}: it needs the embedded pair's post-training "
-                      f"checkpoints (a real pair has none)", flush=True)
-                continue
+        if jobs > 1 and len(runnable) > 1:
+            # a skipped notebook's own prerequisites stay (the sets are transitive)
+            prerequisites = {s: prerequisites[s] & set(runnable) for s in runnable}
+            return _run_concurrently(runnable, prerequisites, given, Path(output_dir), Path(notebook_dir), jobs)
+        done = []
+        for source in runnable:
             start = time.perf_counter()
-            print(f"[mechshift] running {source.name} with {given}", flush=True)
+            print(f"[mechshift] running {source.name} with {given[source]}", flush=True)
             try:
-                done.append(run_notebook(source, output_dir, given))
+                done.append(run_notebook(source, output_dir, given[source]))
             except KeyboardInterrupt:
                 raise Interrupted(source.name) from None
             print(f"[mechshift] {source.name} done in {time.perf_counter() - start:.0f} s -> {done[-1]}", flush=True)
@@ -199,6 +221,149 @@ def run_all(parameters: dict, output_dir: Path = DEFAULT_OUTPUT_DIR, only: list[
 
 
 EMBEDDED_ONLY = "# mechshift: embedded pair only"
+AFTER = "# mechshift: after"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+CHILD_PARAMETERS = "MECHSHIFT_RUNNER_PARAMETERS"  # the parameters a notebook's own process is given (JSON)
+
+
+def declared_after(source: Path) -> list[str] | None:
+    """The notebook numbers named in the notebook's ``# mechshift: after NN ...`` line (None without one)."""
+    for line in Path(source).read_text().splitlines():
+        if line.startswith(AFTER):
+            return line[len(AFTER):].split("(")[0].split()  # words in parentheses are a comment
+    return None
+
+
+def notebook_prerequisites(sources: list[Path], every: list[Path] | None = None) -> dict[Path, set[Path]]:
+    """Each notebook's prerequisites among ``sources``, followed through notebooks left out of the run:
+    what its ``after`` line names, or every notebook before it when it has none. ``every``: all the
+    notebooks of the folder (``sources`` by default), to check the names and follow the chains."""
+    every = list(every or sources)
+    by_number = {p.name[:2]: p for p in every}
+    direct = {}
+    for i, source in enumerate(every):
+        named = declared_after(source)
+        if named is None:
+            direct[source] = set(every[:i])
+            continue
+        wrong = [n for n in named if n not in by_number or n >= source.name[:2]]
+        if wrong:
+            raise NotebookFailed(f"{source.name}: its line '{AFTER} ...' names {wrong}; expected the numbers of "
+                                 f"notebooks before it ({sorted(n for n in by_number if n < source.name[:2])})")
+        direct[source] = {by_number[n] for n in named}
+    ancestors: dict[Path, set[Path]] = {}
+    for source in every:  # in order: a prerequisite's ancestors are known before it is used
+        ancestors[source] = set().union(*[{d} | ancestors[d] for d in direct[source]]) if direct[source] else set()
+    chosen = set(sources)
+    return {s: ancestors[s] & chosen for s in sources}
+
+
+def threads_per_notebook(sources: list[Path], prerequisites: dict[Path, set[Path]], jobs: int,
+                         cores: int | None = None) -> dict[Path, int | None]:
+    """Intra-op threads for each notebook of a run with ``jobs`` at once: ``cores // jobs`` (at least 1)
+    for a notebook that can run beside another (neither needs the other), None (every core, the
+    default) for one that always runs alone. Fixed by the prerequisites, so the same for every run."""
+    cores = cores or _cores()
+    alone = {s for s in sources
+             if all(o is s or o in prerequisites[s] or s in prerequisites[o] for o in sources)}
+    return {s: None if s in alone or jobs == 1 else max(1, cores // jobs) for s in sources}
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_jobs(parameters: dict) -> int:
+    """Notebooks at once when ``--jobs`` is not given: one per core (at most 4) for the embedded pair;
+    one for a real pair, whose models may fill the memory of one process."""
+    if parameters.get("model_pair", "embedded") != "embedded":
+        return 1
+    return max(1, min(_cores(), 4))
+
+
+class _Child:
+    """One notebook executing in its own process (``runner --child``), its output relayed line by line."""
+
+    _print_lock = threading.Lock()
+
+    def __init__(self, source: Path, parameters: dict, output_dir: Path, notebook_dir: Path, threads: int | None):
+        self.source = source
+        self.tag = f"[{source.name[:2]}]"
+        self.failure: str | None = None
+        self.start = time.perf_counter()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{CHILD_PARAMETERS: json.dumps(parameters)})
+        if threads is not None:
+            env.update({v: str(threads) for v in THREAD_VARIABLES})
+        command = [sys.executable, "-m", "mechshift_utils.notebook.runner", "--child", "--only", source.stem,
+                   "--output-dir", str(output_dir), "--notebook-dir", str(notebook_dir)]
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, bufsize=1)
+        self.reader = threading.Thread(target=self._relay, daemon=True)
+        self.reader.start()
+
+    def _relay(self) -> None:
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("[mechshift] FAILED: "):
+                self.failure = line[len("[mechshift] FAILED: "):]
+            elif self.failure is not None:
+                self.failure += "\n" + line  # the failure's further lines (the partly executed notebook)
+            with self._print_lock:
+                print(f"{self.tag} {line}", flush=True)
+
+    def finished(self) -> int | None:
+        code = self.process.poll()
+        if code is not None:
+            self.reader.join()
+        return code
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # the child stops its kernel and exits
+
+
+def _run_concurrently(sources: list[Path], prerequisites: dict[Path, set[Path]], given: dict[Path, dict],
+                      output_dir: Path, notebook_dir: Path, jobs: int) -> list[Path]:
+    threads = threads_per_notebook(sources, prerequisites, jobs)
+    waiting, running, done, failed = list(sources), [], set(), []
+    try:
+        while waiting or running:
+            for child in [c for c in running if c.finished() is not None]:
+                running.remove(child)
+                code = child.process.returncode
+                if code == 0:
+                    done.add(child.source)
+                elif code == 130:
+                    raise KeyboardInterrupt
+                else:
+                    failed.append(child.failure or f"notebook {child.source.name} stopped with exit code {code}")
+            ready = [s for s in waiting if prerequisites[s] <= done] if not failed else []
+            for source in ready[:max(0, jobs - len(running))]:
+                waiting.remove(source)
+                note = f"{threads[source]} thread(s)" if threads[source] else "every core"
+                print(f"[mechshift] starting {source.name} in its own process ({note})", flush=True)
+                running.append(_Child(source, given[source], output_dir, notebook_dir, threads[source]))
+            if failed and not running:
+                raise NotebookFailed("; ".join(failed))
+            if not running and waiting:  # nothing can start: a prerequisite was not run
+                raise NotebookFailed(f"cannot run {[s.name for s in waiting]}: a prerequisite did not run")
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        # a terminal's Ctrl-C reaches every process of the group: the children stop their kernels on their
+        # own; one that is still running after a moment (only the runner was signalled) is told to
+        deadline = time.time() + 2
+        while time.time() < deadline and any(c.process.poll() is None for c in running):
+            time.sleep(0.05)
+        for child in running:
+            child.stop()
+        for child in running:
+            try:
+                child.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+            child.reader.join(timeout=5)
+        raise Interrupted(", ".join(c.source.name for c in running) or "the run") from None
+    return [output_dir / f"{s.stem}.ipynb" for s in sources]
 
 
 def embedded_only(source: Path) -> bool:
@@ -231,15 +396,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter, e.g. -p model_pair embedded -p smoke true -p seed 1")
     parser.add_argument("--only", nargs="+", help="run only notebooks whose name starts with these, e.g. 01")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="notebooks run at once as their prerequisites allow (default 0: one per core, at most "
+                             "4, for the embedded pair; 1 for a real pair); 1 runs them one after another")
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
                         help="where the executed notebooks go (default: outputs/notebooks)")
     parser.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR, help=argparse.SUPPRESS)  # tests
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one notebook of a --jobs run
     args = parser.parse_args(argv)
     parameters = {name: _parse_value(value) for name, value in args.parameter}
+    if args.child:
+        parameters = json.loads(os.environ.get(CHILD_PARAMETERS, "{}"))
     previous = signal.signal(signal.SIGINT, _on_interrupt)
     try:
         check_checkout(os.environ.get(CHECKOUT_ENV) or REPO_ROOT)
-        run_all(parameters, args.output_dir, args.only, args.notebook_dir)
+        if args.jobs < 0:
+            raise ParameterError(f"--jobs: expected a positive integer (0: the default), got {args.jobs}")
+        jobs = 1 if args.child else (args.jobs or default_jobs(parameters))
+        run_all(parameters, args.output_dir, args.only, args.notebook_dir, jobs)
     except (WrongCheckout, ParameterError) as err:
         print(f"[mechshift] FAILED: {err}", file=sys.stderr)
         return 2
@@ -247,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[mechshift] FAILED: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:
+        if args.child:  # the parent says it, once for every notebook
+            _silence_stderr()
+            return 130
         where = f" in {err.notebook}" if isinstance(err, Interrupted) else ""
         print(f"[mechshift] {INTERRUPTED.format(where=where)}", file=sys.stderr, flush=True)
         if argv is None:  # the command line, not a test calling main()
