@@ -7,8 +7,10 @@
   notebook before it). With ``--jobs N`` > 1, notebooks whose prerequisites are done run at the same
   time, each in its own process and kernel, their output lines prefixed with their number; a notebook
   that can run beside another one gets ``cores // N`` threads, one that runs alone keeps every core
-  (fixed by the order of the notebooks, not by timing). On this pipeline the numbers do not depend
-  on the number of threads (every figure comes out byte-identical either way).
+  (fixed by the notebooks' prerequisites, not by timing, so a command always gives the same numbers).
+  The thread count itself moves one computation at float precision: exact edge patching's scores
+  differ by about 1e-6 relative between 1 and 2 threads (EAP-IG and every other figure are
+  bit-identical), so ``--jobs 1`` and ``--jobs 2`` differ there (see README, ``--jobs``).
 
 * Every kernel runs this checkout's code: the checkout is put first on the kernel's
   ``PYTHONPATH`` and named in ``$MECHSHIFT_CHECKOUT`` (checked again inside each notebook).
