@@ -327,7 +327,7 @@ class _Child:
 def _run_concurrently(sources: list[Path], prerequisites: dict[Path, set[Path]], given: dict[Path, dict],
                       output_dir: Path, notebook_dir: Path, jobs: int) -> list[Path]:
     threads = threads_per_notebook(sources, prerequisites, jobs)
-    waiting, running, done, failed = list(sources), [], set(), []
+    waiting, running, done, failed, stopped = list(sources), [], set(), [], []
     try:
         while waiting or running:
             for child in [c for c in running if c.finished() is not None]:
@@ -335,7 +335,8 @@ def _run_concurrently(sources: list[Path], prerequisites: dict[Path, set[Path]],
                 code = child.process.returncode
                 if code == 0:
                     done.add(child.source)
-                elif code == 130:
+                elif code == 130:  # stopped by a Ctrl-C that reached it first
+                    stopped.append(child)
                     raise KeyboardInterrupt
                 else:
                     failed.append(child.failure or f"notebook {child.source.name} stopped with exit code {code}")
@@ -364,7 +365,8 @@ def _run_concurrently(sources: list[Path], prerequisites: dict[Path, set[Path]],
             except subprocess.TimeoutExpired:
                 child.process.kill()
             child.reader.join(timeout=5)
-        raise Interrupted(", ".join(c.source.name for c in running) or "the run") from None
+        names = sorted(c.source.name for c in stopped + running)
+        raise Interrupted(", ".join(names) or "the run") from None
     return [output_dir / f"{s.stem}.ipynb" for s in sources]
 
 
