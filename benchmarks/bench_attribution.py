@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mechshift_utils import tasks  # noqa: E402
 from mechshift_utils.attribution.engine import attribute  # noqa: E402
+from mechshift_utils.core.cpus import usable_cores  # noqa: E402
 from mechshift_utils.models.embedded import DEFAULT_ARM, new_arm  # noqa: E402
 from mechshift_utils.tasks import build_word_tokenizer, encode_examples  # noqa: E402
 
@@ -145,7 +146,7 @@ def floor_run(model, data, batch_size: int, ig_steps: int, device, weight_grads:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
-    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
 
     tok = build_word_tokenizer()

@@ -65,6 +65,7 @@ from mechshift_utils.attribution import engine, runner  # noqa: E402
 from mechshift_utils.models.arch import arch_of  # noqa: E402
 from mechshift_utils.attribution.memory import (GB, attribution_bytes, choose_batch_size, free_memory_bytes,  # noqa: E402
                                                 model_sizes)
+from mechshift_utils.core.cpus import usable_cores  # noqa: E402
 from mechshift_utils.core.devices import resolve_device  # noqa: E402
 from mechshift_utils.core.validation import ParameterError  # noqa: E402
 from mechshift_utils.tasks.encoding import EncodedTask  # noqa: E402
@@ -348,7 +349,7 @@ def describe(r: dict) -> str:
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -35,6 +34,7 @@ import pandas as pd
 from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from ..core.cpus import usable_cores
 from ..core.devices import resolve_device
 from ..core.files import file_problem, folder_problem, staged_folder, verify_folder, write_text, write_with
 from ..core.seeding import set_seed, stable_seed
@@ -369,7 +369,7 @@ def default_workers(device: str = "cpu", arm: ArmConfig = DEFAULT_ARM, post: Pos
     (tests, smoke runs) that starting a process would cost more than the training."""
     if resolve_device(device).type != "cpu" or arm.steps + post.steps < 500:
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), 4))
+    return min(usable_cores(), 4)
 
 
 def prepare_embedded_runs(artifacts_dir="artifacts", seeds=(0,), arm: ArmConfig = DEFAULT_ARM,

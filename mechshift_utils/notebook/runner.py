@@ -33,6 +33,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..core.cpus import usable_cores
 from ..core.validation import ParameterError
 from .checkout import CHECKOUT_ENV, WrongCheckout, check_checkout
 
@@ -265,14 +266,10 @@ def threads_per_notebook(sources: list[Path], prerequisites: dict[Path, set[Path
     """Intra-op threads for each notebook of a run with ``jobs`` at once: ``cores // jobs`` (at least 1)
     for a notebook that can run beside another (neither needs the other), None (every core, the
     default) for one that always runs alone. Fixed by the prerequisites, so the same for every run."""
-    cores = cores or _cores()
+    cores = cores or usable_cores()
     alone = {s for s in sources
              if all(o is s or o in prerequisites[s] or s in prerequisites[o] for o in sources)}
     return {s: None if s in alone or jobs == 1 else max(1, cores // jobs) for s in sources}
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_jobs(parameters: dict) -> int:
@@ -280,7 +277,7 @@ def default_jobs(parameters: dict) -> int:
     one for a real pair, whose models may fill the memory of one process."""
     if parameters.get("model_pair", "embedded") != "embedded":
         return 1
-    return max(1, min(_cores(), 4))
+    return max(1, min(usable_cores(), 4))
 
 
 class _Child:
@@ -292,7 +289,6 @@ class _Child:
         self.source = source
         self.tag = f"[{source.name[:2]}]"
         self.failure: str | None = None
-        self.start = time.perf_counter()
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{CHILD_PARAMETERS: json.dumps(parameters)})
         if threads is not None:
             env.update({v: str(threads) for v in THREAD_VARIABLES})
