@@ -150,3 +150,39 @@ def test_unknown_task_and_bad_sizes_stop_with_the_parameter_name():
         tasks.generate("ioi", 0, 0)
     with pytest.raises(ParameterError, match="seed: expected a non-negative integer"):
         tasks.generate("ioi", 3, -1)
+
+
+# What the generators drew when the organism's checkpoints were trained (embedded.CONFIG_VERSION 3):
+# every task's examples of both splits and the first training batches of both streams. A change that
+# alters a draw changes every trained model; then bump CONFIG_VERSION (so that trained runs are not
+# reused) and record the new digest here.
+GENERATOR_DIGEST = "515514df40353d66f1fa2f530c88e092e410b55a18e3d9619cea7760db3d2198"
+
+
+def test_generators_draw_what_the_organism_was_trained_on():
+    import hashlib
+
+    from mechshift_utils.models.embedded import CONFIG_VERSION
+    from mechshift_utils.models.training import task_mixture_batch
+
+    digest = hashlib.sha256()
+    for name in tasks.TASK_NAMES:
+        for split in ("train", "heldout"):
+            for e in tasks.generate(name, 100, seed=5, split=split):
+                digest.update(json.dumps(e.to_dict(), sort_keys=True).encode())
+    tokenizer = tasks.build_word_tokenizer()
+    for stream in ("arm", "mdm"):
+        for step in range(20):
+            digest.update(task_mixture_batch(tokenizer, 64, 1, stream, step).numpy().tobytes())
+    assert CONFIG_VERSION == 3, "CONFIG_VERSION changed: record the generators' new digest in this test"
+    assert digest.hexdigest() == GENERATOR_DIGEST, (
+        "the task generators draw other examples than the trained organism saw: bump CONFIG_VERSION in "
+        "mechshift_utils/models/embedded.py and record the new digest here")
+
+
+def test_countdown_solutions_are_fresh_sets_each_call():
+    first = countdown.solutions((3, 5, 7))
+    target = next(iter(first))
+    first[target].add(("x",))
+    assert ("x",) not in countdown.solutions((3, 5, 7))[target]
+    assert ("x",) not in countdown.solve((3, 5, 7), target), "the cache is never handed out to be changed"

@@ -21,6 +21,7 @@ neutral filler, at a random offset (see :func:`frame`).
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
@@ -88,12 +89,16 @@ FILLER_CHUNKS = (("then",), ("later", "."), ("rain", "fell", "."), ("time", "pas
                  ("nobody", "spoke", "."), ("bells", "rang", "twice", "."), ("the", "wind", "blew", "."))
 
 
+# the chunks that fit in r words, for every r (a chunk list per draw costs more than the draw)
+_FITS = tuple(tuple(c for c in FILLER_CHUNKS if len(c) <= r) for r in range(max(map(len, FILLER_CHUNKS)) + 1))
+
+
 def filler(rng: random.Random, length: int) -> list[str]:
     """``length`` filler words: chunks drawn uniformly among those that still fit."""
     out: list[str] = []
+    longest = len(_FITS) - 1
     while len(out) < length:
-        fits = [c for c in FILLER_CHUNKS if len(c) <= length - len(out)]
-        out.extend(rng.choice(fits))
+        out.extend(rng.choice(_FITS[min(length - len(out), longest)]))
     return out
 
 
@@ -111,7 +116,18 @@ def frame(rng: random.Random, core: list[str], total: int) -> tuple[list[str], i
 def in_split(key: object, family: str, heldout_percent: int) -> str:
     """The split of an entity (a name pair, a number triple, ...): a fixed hash of it, the same for every
     training seed, so that every seed is trained and evaluated on the same entities."""
+    try:
+        return _cached_split(key, family, heldout_percent)
+    except TypeError:  # an unhashable key (a list): not cached
+        return _split(key, family, heldout_percent)
+
+
+def _split(key: object, family: str, heldout_percent: int) -> str:
     return HELDOUT if stable_seed("split", family, key) % 100 < heldout_percent else TRAIN
+
+
+# the training batches ask for the same few thousand entities' splits again and again
+_cached_split = functools.lru_cache(maxsize=1 << 16)(_split)
 
 
 class Task:

@@ -20,6 +20,7 @@ any order, so its first step has to be computed.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 
@@ -41,6 +42,12 @@ def _steps(pair: tuple[int, int]) -> list[tuple[int, str, int]]:
 
 def solutions(numbers: tuple[int, int, int]) -> dict[int, set[tuple[int, str, int]]]:
     """Target -> the set of first steps (x, op, y) from which the target is reachable."""
+    return {t: set(steps) for t, steps in _solutions(tuple(numbers)).items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _solutions(numbers: tuple[int, int, int]) -> dict[int, frozenset[tuple[int, str, int]]]:
+    # kept per ordered triple (at most 12 * 11 * 10): the training batches draw them again and again
     by_target: dict[int, set] = {}
     for i, j in itertools.combinations(range(3), 2):
         w = numbers[3 - i - j]
@@ -52,11 +59,18 @@ def solutions(numbers: tuple[int, int, int]) -> dict[int, set[tuple[int, str, in
                 t = _apply(p, op2, q)
                 if 0 < t <= MAX_VALUE:
                     by_target.setdefault(t, set()).add((x, op, y))
-    return by_target
+    return {t: frozenset(steps) for t, steps in by_target.items()}
 
 
 def solve(numbers: tuple[int, int, int], target: int) -> set[tuple[int, str, int]]:
-    return solutions(numbers).get(target, set())
+    return set(_solutions(tuple(numbers)).get(target, ()))
+
+
+@functools.lru_cache(maxsize=None)
+def _unique_first_steps(numbers: tuple[int, int, int]) -> tuple[tuple[int, tuple[int, str, int]], ...]:
+    """(target, its only first step) for every target with exactly one, in increasing target order
+    (at most 12 * 11 * 10 ordered triples: kept, as the training batches draw them again and again)."""
+    return tuple(sorted((t, next(iter(s))) for t, s in _solutions(numbers).items() if len(s) == 1))
 
 
 def _second_step(numbers, first, target) -> tuple[int, str, int, int]:
@@ -75,6 +89,7 @@ HELDOUT_PERCENT = 20
 LENGTH = 1 + 5 + 16  # [BOS], filler room, "a b c T : x op y = z , p op q = T"
 
 
+@functools.lru_cache(maxsize=None)
 def triple_split(numbers) -> str:
     return in_split(tuple(sorted(numbers)), "countdown", HELDOUT_PERCENT)
 
@@ -94,12 +109,13 @@ class Countdown(Task):
             numbers = tuple(rng.sample(range(1, MAX_NUMBER + 1), 3))
             if triple_split(numbers) != split:
                 continue
-            unique = {t: next(iter(s)) for t, s in solutions(numbers).items() if len(s) == 1}
-            if len(unique) < 2:
+            ordered = _unique_first_steps(numbers)
+            if len(ordered) < 2:
                 continue
-            target = rng.choice(sorted(unique))
+            unique = dict(ordered)
+            target = rng.choice(ordered)[0]
             step = unique[target]
-            others = [t for t in sorted(unique) if unique[t][0] != step[0]]
+            others = [t for t, first in ordered if first[0] != step[0]]
             if not others:
                 continue
             counter_target = rng.choice(others)

@@ -29,6 +29,10 @@ HELDOUT_PERCENT = 20
 LENGTH = 1 + 5 + max(len(t.split()) for t in TEMPLATES) + 2
 
 
+# _YEARS_FROM[y]: the answers (one-slot tuples) of the years y..99, written in two digits
+_YEARS_FROM = tuple(tuple((f"{y:02d}",) for y in range(start, 100)) for start in range(101))
+
+
 class GreaterThan(Task):
     name = "greater_than"
     regime = PREFIX_DOMINANT
@@ -65,8 +69,8 @@ class GreaterThan(Task):
             answer_positions=[slot],
             correct=[f"{end:02d}"],
             counterfactual=[f"{counter:02d}"],
-            valid=[(f"{y:02d}",) for y in range(start + 1, 100)],
-            corrupted_valid=[(f"{y:02d}",) for y in range(2, 100)],
+            valid=list(_YEARS_FROM[start + 1]),
+            corrupted_valid=list(_YEARS_FROM[2]),
             meta={"start_year": start, "start_position": start_at, "template": TEMPLATES.index(template),
                   "entity": [century, start], "split": split, "core_start": offset},
         )

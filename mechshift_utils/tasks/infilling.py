@@ -37,12 +37,16 @@ BLANK = "_"
 LENGTH = 1 + 5 + 16  # [BOS], filler room, the restated core at its longest
 
 
+_HABITAT = {p: i for i, row in enumerate(HABITATS) for p in row}
+_KIND = {s: i for i, col in enumerate(KINDS) for s in col}
+
+
 def habitat(place: str) -> int:
-    return next(i for i, row in enumerate(HABITATS) if place in row)
+    return _HABITAT[place]
 
 
 def kind(sound: str) -> int:
-    return next(i for i, col in enumerate(KINDS) if sound in col)
+    return _KIND[sound]
 
 
 def animal(place: str, sound: str) -> str:
@@ -66,6 +70,12 @@ def pair_split(place: str, sound: str) -> str:
     return HELDOUT if (place, sound) in HELDOUT_PAIRS else TRAIN
 
 
+# the (place, sound) pairs of each split, in table order, and the sounds of every other kind than a
+# sound's: drawn from for every example
+_PAIRS = {split: tuple((p, s) for p in PLACES for s in SOUNDS if pair_split(p, s) == split) for split in (TRAIN, HELDOUT)}
+_OTHER_KINDS = {s: tuple(o for o in SOUNDS if kind(o) != kind(s)) for s in SOUNDS}
+
+
 class SemanticInfilling(Task):
     name = "infilling"
     regime = GLOBALLY_CONSTRAINED
@@ -78,9 +88,8 @@ class SemanticInfilling(Task):
 
     def sample(self, rng: random.Random, split: str = TRAIN, layout: random.Random | None = None) -> TaskExample:
         layout = layout or rng
-        pairs = [(p, s) for p in PLACES for s in SOUNDS if pair_split(p, s) == split]
-        place, sound = rng.choice(pairs)
-        counter_sound = rng.choice([s for s in SOUNDS if kind(s) != kind(sound)])
+        place, sound = rng.choice(_PAIRS[split])
+        counter_sound = rng.choice(_OTHER_KINDS[sound])
         time = TIMES[rng.randrange(len(TIMES))]
         answer, counter = animal(place, sound), animal(place, counter_sound)
 
