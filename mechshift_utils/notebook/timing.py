@@ -23,11 +23,16 @@ def _time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def _label(source: str, width: int = 90) -> str:
-    """What a cell does, in one line: its first comment, else its first line of code."""
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _label(source: str, heading: str | None, width: int = 90) -> str:
+    """What a cell does, in one line: the first line of the markdown cell above it (the notebooks are
+    narrative: it says what the code below does), else the cell's first comment, else its first line."""
     lines = [line.strip() for line in source.splitlines() if line.strip()]
     comment = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), None)
-    text = comment or (lines[0] if lines else "(empty)")
+    text = heading or comment or (lines[0] if lines else "(empty)")
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
@@ -41,16 +46,23 @@ def _executed(folder: Path) -> list[tuple[str, dict]]:
 
 def cell_times(folder) -> pd.DataFrame:
     """One row per executed code cell: notebook, cell (its index among the code cells, counted from 0),
-    start, seconds, label."""
+    start, seconds, label (see :func:`_label`)."""
     rows = []
     for name, nb in _executed(Path(folder)):
-        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        for i, cell in enumerate(code):
+        heading, i = None, -1
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "markdown":
+                lines = [line.strip() for line in _source(cell).splitlines() if line.strip()]
+                heading = lines[0].lstrip("# ").strip() if lines else heading
+                continue
+            if cell["cell_type"] != "code":
+                continue
+            i += 1
             pm = cell.get("metadata", {}).get("papermill", {})
             if pm.get("start_time") and pm.get("duration") is not None:
-                source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
                 rows.append({"notebook": name, "cell": i, "start": _time(pm["start_time"]),
-                             "seconds": float(pm["duration"]), "label": _label(source)})
+                             "seconds": float(pm["duration"]), "label": _label(_source(cell), heading)})
+            heading = None  # a heading names the code cell right below it, not the ones after
     return pd.DataFrame(rows, columns=["notebook", "cell", "start", "seconds", "label"])
 
 
