@@ -1,6 +1,5 @@
 """The time report reads what papermill recorded; every number is checked on hand-made notebooks."""
-import json
-
+import nbformat
 import pytest
 
 from mechshift_utils.core.validation import ParameterError
@@ -9,13 +8,13 @@ from mechshift_utils.notebook import timing
 
 def _notebook(path, cells):
     """cells: (start second after 12:00:00, duration, source, the markdown above it or None)"""
-    nb = {"cells": [], "metadata": {}}
+    nb = nbformat.v4.new_notebook()
     for start, seconds, source, heading in cells:
         if heading:
-            nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": heading})
-        nb["cells"].append({"cell_type": "code", "source": source, "metadata": {"papermill": {
-            "start_time": f"2026-01-01T12:00:{start:02d}.000000+00:00", "duration": seconds}}})
-    path.write_text(json.dumps(nb))
+            nb.cells.append(nbformat.v4.new_markdown_cell(heading))
+        nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"papermill": {
+            "start_time": f"2026-01-01T12:00:{start:02d}.000000+00:00", "duration": seconds}}))
+    nbformat.write(nb, path)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ timestamps or a recorded duration.
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 
@@ -23,10 +22,6 @@ def _time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def _source(cell: dict) -> str:
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-
-
 def _label(source: str, heading: str | None, width: int = 90) -> str:
     """What a cell does, in one line: the first line of the markdown cell above it (the notebooks are
     narrative: it says what the code below does), else the cell's first comment, else its first line."""
@@ -36,12 +31,14 @@ def _label(source: str, heading: str | None, width: int = 90) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def _executed(folder: Path) -> list[tuple[str, dict]]:
+def _executed(folder: Path) -> list[tuple[str, object]]:
+    import nbformat
+
     found = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if not found:
         raise ParameterError(f"folder: expected executed notebooks (NN_name.ipynb, written by run_all.sh) in "
                              f"{folder}, found none")
-    return [(p.stem, json.loads(p.read_text())) for p in found]
+    return [(p.stem, nbformat.read(p, as_version=4)) for p in found]
 
 
 def cell_times(folder) -> pd.DataFrame:
@@ -50,25 +47,26 @@ def cell_times(folder) -> pd.DataFrame:
     rows = []
     for name, nb in _executed(Path(folder)):
         heading, i = None, -1
-        for cell in nb["cells"]:
-            if cell["cell_type"] == "markdown":
-                lines = [line.strip() for line in _source(cell).splitlines() if line.strip()]
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
                 heading = lines[0].lstrip("# ").strip() if lines else heading
                 continue
-            if cell["cell_type"] != "code":
+            if cell.cell_type != "code":
                 continue
             i += 1
-            pm = cell.get("metadata", {}).get("papermill", {})
+            pm = cell.metadata.get("papermill", {})
             if pm.get("start_time") and pm.get("duration") is not None:
                 rows.append({"notebook": name, "cell": i, "start": _time(pm["start_time"]),
-                             "seconds": float(pm["duration"]), "label": _label(_source(cell), heading)})
+                             "seconds": float(pm["duration"]), "label": _label(cell.source, heading)})
             heading = None  # a heading names the code cell right below it, not the ones after
     return pd.DataFrame(rows, columns=["notebook", "cell", "start", "seconds", "label"])
 
 
-def notebook_times(folder) -> pd.DataFrame:
-    """One row per notebook: start and end (its first cell's start, its last cell's end) and seconds."""
-    cells = cell_times(folder)
+def notebook_times(folder, cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per notebook: start and end (its first cell's start, its last cell's end) and seconds
+    (from ``cells``, :func:`cell_times` of the folder, when given)."""
+    cells = cell_times(folder) if cells is None else cells
     if cells.empty:
         raise ParameterError(f"folder: the notebooks in {folder} carry no cell timings (not run by papermill?)")
     cells = cells.assign(end=cells.start + pd.to_timedelta(cells.seconds, unit="s"))
@@ -103,7 +101,8 @@ def _short(name: str) -> str:
 
 def report(folder, training_csv=None, top: int = 3) -> str:
     """The markdown report (see the module docstring)."""
-    cells, times = cell_times(folder), notebook_times(folder)
+    cells = cell_times(folder)
+    times = notebook_times(folder, cells)
     span = (times.end.max() - times.start.min()).total_seconds()
     lines = [f"**Notebooks, first cell to last: {span / 60:.1f} min** ({len(times)} notebooks)", ""]
     conc = concurrency(times)

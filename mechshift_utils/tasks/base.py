@@ -113,21 +113,11 @@ def frame(rng: random.Random, core: list[str], total: int) -> tuple[list[str], i
     return words, 1 + before
 
 
-def in_split(key: object, family: str, heldout_percent: int) -> str:
-    """The split of an entity (a name pair, a number triple, ...): a fixed hash of it, the same for every
-    training seed, so that every seed is trained and evaluated on the same entities."""
-    try:
-        return _cached_split(key, family, heldout_percent)
-    except TypeError:  # an unhashable key (a list): not cached
-        return _split(key, family, heldout_percent)
-
-
-def _split(key: object, family: str, heldout_percent: int) -> str:
+@functools.lru_cache(maxsize=1 << 16)  # the training batches ask for the same entities again and again
+def in_split(key: tuple, family: str, heldout_percent: int) -> str:
+    """The split of an entity (a tuple: a name pair, a number triple, ...): a fixed hash of it, the same
+    for every training seed, so that every seed is trained and evaluated on the same entities."""
     return HELDOUT if stable_seed("split", family, key) % 100 < heldout_percent else TRAIN
-
-
-# the training batches ask for the same few thousand entities' splits again and again
-_cached_split = functools.lru_cache(maxsize=1 << 16)(_split)
 
 
 class Task:

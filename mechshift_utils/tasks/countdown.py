@@ -89,7 +89,6 @@ HELDOUT_PERCENT = 20
 LENGTH = 1 + 5 + 16  # [BOS], filler room, "a b c T : x op y = z , p op q = T"
 
 
-@functools.lru_cache(maxsize=None)
 def triple_split(numbers) -> str:
     return in_split(tuple(sorted(numbers)), "countdown", HELDOUT_PERCENT)
 
